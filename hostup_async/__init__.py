@@ -1,0 +1,70 @@
+"""hostup-async: the asyncio-first Python SDK for HostUp's VPS API."""
+
+from ._client import HostUpClient
+from ._events import AttemptEvent, ClientStats
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    DecodeError,
+    GatewayTimeoutError,
+    HostUpError,
+    InvalidVMIDError,
+    InvalidVMIDTypeError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    RetryBudgetExhaustedError,
+    ServerError,
+    TransportError,
+)
+from ._models import (
+    BandwidthUsage,
+    BillingCycle,
+    Credentials,
+    CycleOption,
+    Pricing,
+    PricingCycle,
+    UsageSample,
+    VMDetails,
+    decode_billing_cycle,
+    decode_vm_details,
+)
+from ._retry import RetryBudget
+from ._secret import SecretStr
+from ._version import __version__
+
+__all__ = [
+    "APIError",
+    "AttemptEvent",
+    "AuthenticationError",
+    "BandwidthUsage",
+    "BillingCycle",
+    "ClientStats",
+    "ConfigurationError",
+    "Credentials",
+    "CycleOption",
+    "DecodeError",
+    "GatewayTimeoutError",
+    "HostUpClient",
+    "HostUpError",
+    "InvalidVMIDError",
+    "InvalidVMIDTypeError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Pricing",
+    "PricingCycle",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryBudget",
+    "RetryBudgetExhaustedError",
+    "SecretStr",
+    "ServerError",
+    "TransportError",
+    "UsageSample",
+    "VMDetails",
+    "__version__",
+    "decode_billing_cycle",
+    "decode_vm_details",
+]

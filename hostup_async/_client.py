@@ -1,0 +1,198 @@
+"""``HostUpClient``: owns the HTTP session, the pacing and the retry policy, and exposes the endpoints."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from ._constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+)
+from ._events import AttemptHook, ClientStats
+from ._models import (
+    BILLING_DECODER,
+    DETAILS_DECODER,
+    DETAILS_NO_LOG_DECODER,
+    BillingCycle,
+    VMDetails,
+    unwrap,
+    without_usage_log,
+)
+from ._retry import RetryBudget
+from ._secret import SecretStr
+from ._throttle import Throttle
+from ._transport import Transport
+from ._validate import check_api_key, check_base_url, check_count, check_positive, check_vmid
+from ._version import __version__
+
+__all__ = ["HostUpClient"]
+
+USER_AGENT = f"hostup-async/{__version__}"
+
+
+def _details(body: bytes, status: int) -> VMDetails:
+    result: VMDetails = unwrap(DETAILS_DECODER, body, status)
+    return result
+
+
+def _details_without_log(body: bytes, status: int) -> VMDetails:
+    return without_usage_log(unwrap(DETAILS_NO_LOG_DECODER, body, status))
+
+
+def _billing(body: bytes, status: int) -> BillingCycle:
+    result: BillingCycle = unwrap(BILLING_DECODER, body, status)
+    return result
+
+
+class HostUpClient:
+    """Async client for HostUp's VPS API; use it as ``async with HostUpClient() as client``.
+
+    Every request goes through one aiohttp session, one rate limiter (``rate_limit``
+    requests per second, ``None`` for none) and one concurrency cap (``max_concurrency``
+    requests in flight). Failed attempts are retried as described in the docs' failure
+    model: 429, 5xx, timeouts and transport errors, with jittered exponential backoff that
+    never undercuts a server-given wait, and a 429 pauses the whole client.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        rate_limit: float | None = DEFAULT_RATE_LIMIT,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: aiohttp.ClientSession | None = None,
+        retry_budget: RetryBudget | None = None,
+        on_attempt: AttemptHook | None = None,
+        on_retry: AttemptHook | None = None,
+    ) -> None:
+        self._api_key = SecretStr(check_api_key(api_key))
+        self.base_url = check_base_url(base_url)
+        """Root URL the endpoint paths are appended to."""
+        self.rate_limit = check_positive("rate_limit", rate_limit, allow_none=True)
+        """Requests per second for the whole client, or ``None`` for no client-side limit."""
+        self.max_concurrency = check_count("max_concurrency", max_concurrency, minimum=1)
+        """Most requests in flight at once."""
+        self.timeout = check_positive("timeout", timeout)
+        """Seconds allowed per attempt, unless a call overrides it."""
+        self.max_retries = check_count("max_retries", max_retries, minimum=0)
+        """Retries after a failed first attempt, unless a call overrides it."""
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise TypeError(
+                f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
+            )
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise TypeError("retry_budget must be a RetryBudget")
+        self._user_session = session
+        self._budget = retry_budget if retry_budget is not None else RetryBudget()
+        self._on_attempt = on_attempt
+        self._on_retry = on_retry
+        self.stats = ClientStats()
+        """Running totals of requests, retries, 429s and time spent throttled."""
+        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"HostUpClient(base_url={self.base_url!r}, rate_limit={self.rate_limit!r}, "
+            f"max_concurrency={self.max_concurrency!r}, timeout={self.timeout!r}, "
+            f"max_retries={self.max_retries!r})"
+        )
+
+    async def __aenter__(self) -> HostUpClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose()`` has been called; a closed client cannot be used again."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close the session this client opened (never a caller's own); safe to call twice."""
+        self._closed = True
+        session, self._session, self._transport = self._session, None, None
+        if session is not None and session is not self._user_session:
+            await session.close()
+
+    def _open(self) -> Transport:
+        """Return the transport, opening the session in the running loop on first use."""
+        if self._closed:
+            raise RuntimeError("this HostUpClient is closed; create a new one")
+        if self._transport is None:
+            session = self._user_session
+            if session is None:
+                connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0)
+                session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            self._session = session
+            self._transport = Transport(
+                session=session,
+                base_url=self.base_url,
+                headers={
+                    "X-API-Key": self._api_key.get_secret_value(),
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                },
+                secret=self._api_key.get_secret_value(),
+                throttle=Throttle(self.rate_limit),
+                max_concurrency=self.max_concurrency,
+                budget=self._budget,
+                stats=self.stats,
+                on_attempt=self._on_attempt,
+                on_retry=self._on_retry,
+            )
+        return self._transport
+
+    def _call_options(self, timeout: float | None, max_retries: int | None) -> dict[str, Any]:
+        """Resolve per-call overrides against the client's defaults, checking them first."""
+        return {
+            "timeout": self.timeout if timeout is None else check_positive("timeout", timeout),
+            "max_retries": (
+                self.max_retries
+                if max_retries is None
+                else check_count("max_retries", max_retries, minimum=0)
+            ),
+        }
+
+    async def get_vm_details(
+        self,
+        vmid: int,
+        *,
+        usage_log: bool = True,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> VMDetails:
+        """Fetch one VM's details (``GET /vm/{vmid}/details``); ``usage_log=False`` skips the log."""
+        vmid = check_vmid(vmid)
+        options = self._call_options(timeout, max_retries)
+        decode = _details if usage_log else _details_without_log
+        return await self._open().get(f"/vm/{vmid}/details", decode, **options)
+
+    async def get_billing_cycle(
+        self,
+        vmid: int,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> BillingCycle:
+        """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
+        vmid = check_vmid(vmid)
+        options = self._call_options(timeout, max_retries)
+        return await self._open().get(f"/vm/{vmid}/billing-cycle", _billing, **options)

@@ -1,0 +1,395 @@
+"""Typed models of the API's answers, and the decoders that build them from raw bodies.
+
+Decoding is lenient the way the real API needs: numbers may arrive as ints, floats or
+numeric strings, unknown fields are ignored, absent fields take defaults, ``""`` and
+``"0000-00-00"`` dates are ``None``, and money is always ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+
+from ._exceptions import APIError, DecodeError, error_for_status
+from ._secret import SecretStr
+
+__all__ = [
+    "BandwidthUsage",
+    "BillingCycle",
+    "Credentials",
+    "CycleOption",
+    "Pricing",
+    "PricingCycle",
+    "UsageSample",
+    "VMDetails",
+    "decode_billing_cycle",
+    "decode_vm_details",
+]
+
+if TYPE_CHECKING:
+    _WireDate = date | None
+else:
+    # Read as text because msgspec's date type rejects "" and "0000-00-00", which the API
+    # sends for "no date"; VMDetails.__post_init__ turns the text into a date or None.
+    _WireDate = str | None
+
+_ZERO = Decimal(0)
+_UTC = timezone.utc
+_tzinfo = attrgetter("tzinfo")
+
+
+class UsageSample(msgspec.Struct, gc=False):
+    """One hour of hypervisor metrics; every value is an hourly average, so may be fractional."""
+
+    data_received: float = 0.0
+    """Bytes received by the VM's network interfaces."""
+    data_sent: float = 0.0
+    """Bytes sent by the VM's network interfaces."""
+    mem_unit: float = 0.0
+    """Memory unit reported by the hypervisor."""
+    probes: float = 0.0
+    """Number of probes the hypervisor averaged into this sample."""
+    time: float = 0.0
+    """Sample time as Unix epoch seconds."""
+    uptime: float = 0.0
+    """VM uptime in seconds."""
+    maxcpu: float = 0.0
+    """CPU cores available to the VM."""
+    maxcpu_on: float = 0.0
+    """CPU cores available while the VM was running."""
+    cpu: float = 0.0
+    """CPU load as a fraction of ``maxcpu`` (0.25 is a quarter of all cores)."""
+    maxmem: float = 0.0
+    """Memory available to the VM, in bytes."""
+    maxmem_on: float = 0.0
+    """Memory available while the VM was running, in bytes."""
+    mem: float = 0.0
+    """Memory in use, in bytes."""
+    maxdisk: float = 0.0
+    """Disk size, in bytes."""
+    template: float = 0.0
+    """Whether the VM is a template (1) or not (0)."""
+    ipv4_addresses: float = 0.0
+    """Number of IPv4 addresses assigned."""
+
+
+class BandwidthUsage(msgspec.Struct, gc=False):
+    """Traffic counted for the current billing period."""
+
+    data_received: float = 0.0
+    """Bytes received in the billing period."""
+    data_sent: float = 0.0
+    """Bytes sent in the billing period."""
+
+
+class Credentials(msgspec.Struct):
+    """Login credentials of a VM; the passwords are ``SecretStr`` and never shown in a repr."""
+
+    username: str = ""
+    """Login user name."""
+    password: SecretStr | None = None
+    """Password of ``username``; call ``.get_secret_value()`` to read it."""
+    rootpassword: SecretStr | None = None
+    """Root password; call ``.get_secret_value()`` to read it."""
+
+
+class PricingCycle(msgspec.Struct, rename={"is_free": "isFree"}):
+    """The billing cycle a VM's price refers to."""
+
+    id: str = ""
+    """Cycle id such as ``m`` (monthly) or ``a`` (annually)."""
+    months: int = 0
+    """Length of the cycle in months."""
+    raw: str = ""
+    """The cycle as the billing system names it, such as ``Monthly``."""
+    is_free: bool = False
+    """Whether the VM is free of charge."""
+
+
+class Pricing(msgspec.Struct, rename="camel"):
+    """What a VM costs, in ``currency``; every amount is a ``Decimal``."""
+
+    currency: str = ""
+    """ISO currency code of every amount, such as ``SEK``."""
+    billing_cycle: PricingCycle | None = None
+    """The cycle ``price_per_cycle`` refers to."""
+    price_per_cycle: Decimal = _ZERO
+    """Price of one billing cycle."""
+    base_monthly_cost: Decimal = _ZERO
+    """Monthly cost of the VM without add-ons."""
+    base_annual_cost: Decimal = _ZERO
+    """Annual cost of the VM without add-ons."""
+    addons_monthly_cost: Decimal = _ZERO
+    """Monthly cost of the add-ons."""
+    addons_annual_cost: Decimal = _ZERO
+    """Annual cost of the add-ons."""
+    total_monthly_cost: Decimal = _ZERO
+    """Monthly cost with add-ons."""
+    total_annual_cost: Decimal = _ZERO
+    """Annual cost with add-ons."""
+    addons: list[Any] = []
+    """Add-ons on the VM, as the API lists them."""
+
+
+class VMDetails(msgspec.Struct):
+    """A VM's specs, status, billing, credentials and hourly usage log."""
+
+    id: str = ""
+    """Service id of the VM in the billing system."""
+    product_id: str = ""
+    """Id of the product (plan) the VM was ordered as."""
+    product_name: str = ""
+    """Name of the product (plan)."""
+    hostname: str = ""
+    """The VM's host name."""
+    status: str = ""
+    """Service status, such as ``Active`` or ``Suspended``."""
+    created: _WireDate = None
+    """Date the service was created, or ``None`` when the API has none."""
+    order_id: str = ""
+    """Id of the order that created the VM."""
+    billingcycle: str = ""
+    """Billing cycle name, such as ``Monthly`` or ``Annually``."""
+    price: Decimal = _ZERO
+    """Recurring price per billing cycle, in ``pricing.currency``."""
+    total: Decimal = _ZERO
+    """Total recurring amount, in ``pricing.currency``."""
+    firstpayment: Decimal = _ZERO
+    """Amount of the first payment, in ``pricing.currency``."""
+    next_due: _WireDate = None
+    """Date the next invoice is due, or ``None`` when the API has none."""
+    cpu: int = 0
+    """CPU cores."""
+    ram: float = 0.0
+    """Memory in GB."""
+    disk: float = 0.0
+    """Disk size in GB."""
+    bandwidth_limit: float = 0.0
+    """Traffic allowed per billing period."""
+    bandwidth_usage: BandwidthUsage | None = None
+    """Traffic used so far in the billing period."""
+    usage_log: dict[datetime, UsageSample] = {}
+    """Hourly samples keyed by timezone-aware UTC hour, in time order."""
+    backups: int = 0
+    """Number of backups kept."""
+    ip_addresses: list[str] = []
+    """Every IP address of the VM."""
+    ipv4: str = ""
+    """Primary IPv4 address."""
+    ipv6: str = ""
+    """Primary IPv6 address."""
+    os: str = ""
+    """Operating system image."""
+    node: str = ""
+    """Hypervisor node the VM runs on."""
+    uptime: float = 0.0
+    """Seconds since the VM last started."""
+    vm_status: str = ""
+    """Hypervisor power state, such as ``running`` or ``stopped``."""
+    details: Credentials | None = None
+    """Login credentials (the wire name ``details`` is kept)."""
+    pricing: Pricing | None = None
+    """Pricing breakdown."""
+    request_id: str | None = None
+    """``requestId`` of the answer this VM came from."""
+
+    def __post_init__(self) -> None:
+        self.created = _parse_date(self.created)
+        self.next_due = _parse_date(self.next_due)
+        if self.usage_log:
+            self.usage_log = _normalise_usage_log(self.usage_log)
+
+
+class CycleOption(msgspec.Struct, rename="camel"):
+    """One billing cycle a VM can be switched to, with its price."""
+
+    id: str = ""
+    """Cycle id such as ``m`` or ``a``."""
+    name: str = ""
+    """Display name such as ``Monthly``."""
+    price: Decimal = _ZERO
+    """Price of one cycle."""
+    is_current: bool = False
+    """Whether this is the VM's current cycle."""
+    billing_cycle: str = ""
+    """Billing system name of the cycle, such as ``Monthly`` or ``Annually``."""
+
+
+class BillingCycle(msgspec.Struct, rename="camel"):
+    """A VM's current billing cycle and the options it can change to."""
+
+    current: str = ""
+    """Id of the current cycle, such as ``m``."""
+    current_name: str = ""
+    """Name of the current cycle, such as ``Monthly``."""
+    cycles: list[CycleOption] = []
+    """Every cycle on offer, with prices."""
+    product_id: str = ""
+    """Product id that an order needs."""
+    account_id: str = ""
+    """Id of the service in the billing system."""
+    request_id: str | None = None
+    """``requestId`` of the answer this came from."""
+
+
+_NO_DATE = frozenset({"", "0000-00-00", "0000-00-00 00:00:00"})
+
+
+def _parse_date(value: date | str | None) -> date | None:
+    """Turn the API's date text into a date; "none" spellings become ``None``."""
+    if value is None or isinstance(value, date):
+        return value
+    text = value.strip()
+    if text in _NO_DATE:
+        return None
+    # The API may send a full timestamp where a date is documented: keep the date part.
+    return date.fromisoformat(text[:10])
+
+
+def _normalise_usage_log(log: dict[datetime, UsageSample]) -> dict[datetime, UsageSample]:
+    """Return the log with UTC keys in time order; the usual, already clean log is kept as is."""
+    keys = list(log)
+    if set(map(_tzinfo, keys)) == {_UTC} and keys == sorted(keys):
+        return log
+    # Naive stamps are UTC by the API's convention; offsets are converted to UTC.
+    fixed = {
+        (k.replace(tzinfo=_UTC) if k.tzinfo is None else k.astimezone(_UTC)): v
+        for k, v in log.items()
+    }
+    return dict(sorted(fixed.items()))
+
+
+T = TypeVar("T")
+
+
+class _Envelope(msgspec.Struct, Generic[T], rename={"request_id": "requestId"}):
+    """The wrapper around every answer: success flag, request id, and the data or error."""
+
+    success: bool = True
+    request_id: str | None = None
+    data: T | None = None
+    error: Any = None
+    message: Any = None
+    code: Any = None
+
+
+class _Status(msgspec.Struct, rename={"request_id": "requestId"}):
+    """Just enough of any JSON body to tell success from failure, and the request id."""
+
+    success: bool = True
+    request_id: Any = None
+    error: Any = None
+    message: Any = None
+    code: Any = None
+
+
+# A view without the usage log: msgspec skips the unknown key without building it.
+_VMDetailsNoLog = msgspec.defstruct(
+    "_VMDetailsNoLog",
+    [
+        (f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory))  # type: ignore[call-overload]
+        for f in msgspec.structs.fields(VMDetails)
+        if f.name != "usage_log"
+    ],
+)
+
+
+def _secret_hook(type_: type, obj: Any) -> Any:
+    """Build ``SecretStr`` values, the one custom type msgspec does not know natively."""
+    if type_ is SecretStr and isinstance(obj, (str, int, float)):
+        return SecretStr(str(obj))
+    raise ValueError(f"expected a string, got {type(obj).__name__}")
+
+
+DETAILS_DECODER = msgspec.json.Decoder(_Envelope[VMDetails], strict=False, dec_hook=_secret_hook)
+DETAILS_NO_LOG_DECODER = msgspec.json.Decoder(
+    _Envelope[_VMDetailsNoLog],  # type: ignore[valid-type]
+    strict=False,
+    dec_hook=_secret_hook,
+)
+BILLING_DECODER = msgspec.json.Decoder(_Envelope[BillingCycle], strict=False)
+_STATUS = msgspec.json.Decoder(_Status, strict=False)
+
+
+def text_or_none(value: Any) -> str | None:
+    """Return a body field as text, or ``None`` when it is absent."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
+    """Read the success flag, request id and error fields of any JSON body, if it is JSON."""
+    try:
+        return _STATUS.decode(raw)
+    except (msgspec.DecodeError, ValueError):
+        return None
+
+
+def unwrap(
+    decoder: msgspec.json.Decoder[Any], raw: bytes | bytearray | memoryview | str, status: int
+) -> Any:
+    """Decode an envelope; raise APIError for ``success: false`` and DecodeError for bad bodies."""
+    try:
+        envelope = decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        head = sniff_status(raw)
+        if head is not None and head.success is False:
+            raise _failure(head, status, raw) from None
+        request_id = text_or_none(head.request_id) if head is not None else None
+        raise DecodeError(
+            f"response body does not fit the schema: {exc}", request_id=request_id
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"response body is not valid JSON: {exc}") from None
+    if not envelope.success:
+        raise _failure(envelope, status, raw)
+    if envelope.data is None:
+        raise DecodeError(
+            "response body has no `data` object - at `$.data`", request_id=envelope.request_id
+        )
+    data = envelope.data
+    data.request_id = envelope.request_id
+    return data
+
+
+def _failure(head: _Status | _Envelope[Any], status: int, raw: Any) -> APIError:
+    """Build the error for a 2xx answer that says ``success: false``."""
+    cls = error_for_status(status) if status >= 400 else APIError
+    body: Any
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        body = None
+    return cls(
+        text_or_none(head.message) or text_or_none(head.error) or "the API reported success: false",
+        status=status,
+        code=text_or_none(head.code),
+        request_id=text_or_none(head.request_id),
+        body=body,
+    )
+
+
+def decode_vm_details(
+    raw: bytes | bytearray | memoryview | str, *, usage_log: bool = True
+) -> VMDetails:
+    """Decode a ``/vm/{vmid}/details`` body into ``VMDetails``; ``usage_log=False`` skips the log."""
+    if usage_log:
+        result: VMDetails = unwrap(DETAILS_DECODER, raw, 200)
+        return result
+    return without_usage_log(unwrap(DETAILS_NO_LOG_DECODER, raw, 200))
+
+
+def without_usage_log(view: Any) -> VMDetails:
+    """Turn a details view decoded without its usage log into a ``VMDetails``."""
+    return VMDetails(**msgspec.structs.asdict(view))
+
+
+def decode_billing_cycle(raw: bytes | bytearray | memoryview | str) -> BillingCycle:
+    """Decode a ``/vm/{vmid}/billing-cycle`` body into ``BillingCycle``."""
+    result: BillingCycle = unwrap(BILLING_DECODER, raw, 200)
+    return result

@@ -1,0 +1,159 @@
+"""The retry policy as small pure functions, plus the retry budget that stops retry storms."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._constants import BACKOFF_BASE, BACKOFF_CAP, RETRYABLE_STATUSES
+from ._exceptions import (
+    APIError,
+    DecodeError,
+    HostUpError,
+    RateLimitError,
+    TransportError,
+)
+
+__all__ = [
+    "RetryBudget",
+    "backoff_delay",
+    "is_retryable",
+    "parse_retry_after",
+    "retry_delay",
+    "server_wait_of",
+]
+
+_MAX_SERVER_WAIT = 3600.0
+
+
+def parse_retry_after(
+    body_value: Any, header: str | None, *, now: float | None = None
+) -> float | None:
+    """Return the server's requested wait in seconds, from the body's ``retryAfter`` or the header.
+
+    The body wins because HostUp documents it; the header may be seconds or an HTTP date.
+    Unusable values give ``None``; absurd ones are capped at an hour.
+    """
+    for value in (body_value, header):
+        seconds = _seconds(value, now)
+        if seconds is not None:
+            return min(seconds, _MAX_SERVER_WAIT)
+    return None
+
+
+def _seconds(value: Any, now: float | None) -> float | None:
+    """Read one retry hint: a number, a numeric string, or an HTTP date."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = BACKOFF_BASE,
+    cap: float = BACKOFF_CAP,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Return a full-jitter exponential backoff: uniform in ``[0, min(cap, base * 2**attempt))``."""
+    ceiling = min(cap, base * (2.0 ** min(attempt, 32)))
+    return ceiling * rand()
+
+
+def retry_delay(
+    attempt: int,
+    server_wait: float | None,
+    *,
+    base: float = BACKOFF_BASE,
+    cap: float = BACKOFF_CAP,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Return how long to wait before retry number ``attempt + 1``.
+
+    A server-given wait is a floor: the delay is that wait plus a jitter spread after it, so
+    requests told to wait the same time do not all wake together.
+    """
+    if server_wait is None:
+        return backoff_delay(attempt, base=base, cap=cap, rand=rand)
+    spread = min(cap, max(base, server_wait * 0.5))
+    return server_wait + spread * rand()
+
+
+def is_retryable(error: HostUpError, body_is_json: bool = True) -> bool:
+    """Tell whether an attempt that failed with ``error`` is worth another try."""
+    if isinstance(error, APIError):
+        return error.status in RETRYABLE_STATUSES
+    if isinstance(error, TransportError):
+        return True
+    # A 2xx body that is not JSON at all was mangled on the way (cut short, a proxy's
+    # page); a JSON body that does not fit the schema will not change on a retry.
+    return isinstance(error, DecodeError) and not body_is_json
+
+
+def server_wait_of(error: HostUpError, headers: Mapping[str, str] | None = None) -> float | None:
+    """Return the wait a failed attempt's answer asked for, if any."""
+    if isinstance(error, RateLimitError):
+        return error.retry_after
+    if isinstance(error, APIError) and headers is not None:
+        return parse_retry_after(None, headers.get("Retry-After"))
+    return None
+
+
+class RetryBudget:
+    """A client-wide quota of retries, in the spirit of the AWS SDKs' retry quota.
+
+    Each retry spends ``retry_cost`` tokens (``timeout_cost`` after a timeout); a retry that
+    then succeeds gives its tokens back, and any other success adds one. When the tokens
+    run out, failures are no longer retried, so a failing API sees no more load than
+    callers create; successful calls refill it.
+    """
+
+    __slots__ = ("_tokens", "capacity", "retry_cost", "timeout_cost")
+
+    def __init__(self, capacity: int = 500, *, retry_cost: int = 5, timeout_cost: int = 10) -> None:
+        if capacity < 0 or retry_cost < 0 or timeout_cost < 0:
+            raise ValueError("retry budget figures must be zero or more")
+        #: Most tokens the budget holds.
+        self.capacity = capacity
+        #: Tokens one retry spends.
+        self.retry_cost = retry_cost
+        #: Tokens one retry after a timeout spends.
+        self.timeout_cost = timeout_cost
+        self._tokens = capacity
+
+    @property
+    def tokens(self) -> int:
+        """Tokens left now."""
+        return self._tokens
+
+    def try_spend(self, cost: int) -> bool:
+        """Take ``cost`` tokens for a retry; ``False`` means the budget is exhausted."""
+        if cost > self._tokens:
+            return False
+        self._tokens -= cost
+        return True
+
+    def on_success(self, refund: int) -> None:
+        """Credit a success: ``refund`` is what its retries spent, or 0 for a first try."""
+        self._tokens = min(self.capacity, self._tokens + (refund or 1))
+
+    def __repr__(self) -> str:
+        return f"RetryBudget(tokens={self._tokens}/{self.capacity})"

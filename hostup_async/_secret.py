@@ -1,0 +1,37 @@
+"""A string wrapper that keeps secrets out of reprs, logs and tracebacks."""
+
+from __future__ import annotations
+
+__all__ = ["SecretStr"]
+
+_MASK = "**********"
+
+
+class SecretStr:
+    """A secret string whose ``repr`` and ``str`` are masked; ``get_secret_value()`` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """Return the secret itself; call this only where the value must be used."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretStr('{_MASK}')"
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretStr):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)

@@ -1,0 +1,237 @@
+"""The one request path: concurrency cap, rate limit, timeout, retries, error mapping, decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+
+from ._events import AttemptEvent, AttemptHook, ClientStats
+from ._exceptions import (
+    APIError,
+    HostUpError,
+    RateLimitError,
+    RequestTimeoutError,
+    RetryBudgetExhaustedError,
+    TransportError,
+    error_for_status,
+)
+from ._models import sniff_status
+from ._models import text_or_none as _text
+from ._retry import RetryBudget, is_retryable, parse_retry_after, retry_delay, server_wait_of
+from ._throttle import Throttle
+
+__all__ = ["Transport", "logger"]
+
+#: The SDK's logger; every attempt is logged here at DEBUG, never with the API key.
+logger = logging.getLogger("hostup_async")
+
+T = TypeVar("T")
+
+_MAX_ERROR_TEXT = 500
+
+
+class _Answer:
+    """What one attempt got back: status, headers and the whole body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class Transport:
+    """Sends GET requests for a client and turns answers into models or HostUp errors."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: dict[str, str],
+        secret: str,
+        throttle: Throttle,
+        max_concurrency: int,
+        budget: RetryBudget,
+        stats: ClientStats,
+        on_attempt: AttemptHook | None,
+        on_retry: AttemptHook | None,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._headers = headers
+        self._secret = secret
+        self._throttle = throttle
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._budget = budget
+        self._stats = stats
+        self._on_attempt = on_attempt
+        self._on_retry = on_retry
+
+    async def get(
+        self,
+        path: str,
+        decode: Callable[[bytes, int], T],
+        *,
+        timeout: float,
+        max_retries: int,
+    ) -> T:
+        """GET ``path`` and decode the answer, retrying what is worth retrying."""
+        spent = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            answer: _Answer | None = None
+            try:
+                answer = await self._send(path, timeout)
+                result = self._interpret(answer, decode)
+            except HostUpError as exc:
+                error: HostUpError = exc
+            else:
+                self._budget.on_success(spent)
+                request_id = getattr(result, "request_id", None)
+                self._report(path, attempt, answer, None, request_id, started, None)
+                return result
+
+            body_is_json = answer is None or sniff_status(answer.body) is not None
+            retry_in: float | None = None
+            if attempt <= max_retries and is_retryable(error, body_is_json):
+                server_wait = server_wait_of(error, answer.headers if answer else None)
+                retry_in = retry_delay(attempt - 1, server_wait)
+                if isinstance(error, RateLimitError):
+                    self._throttle.pause(server_wait if server_wait is not None else retry_in)
+                cost = (
+                    self._budget.timeout_cost
+                    if isinstance(error, RequestTimeoutError)
+                    else self._budget.retry_cost
+                )
+                if not self._budget.try_spend(cost):
+                    self._report(path, attempt, answer, error, None, started, None)
+                    raise RetryBudgetExhaustedError(
+                        "retries suspended: too many recent calls failed; "
+                        f"the last attempt failed with: {error}",
+                        last_error=error,
+                    ) from error
+                spent += cost
+            self._report(path, attempt, answer, error, None, started, retry_in)
+            if retry_in is None:
+                raise error
+            await asyncio.sleep(retry_in)
+
+    async def _send(self, path: str, timeout: float) -> _Answer:
+        """Make one attempt under the concurrency cap and the rate limit; map transport errors."""
+        url = self._base_url + path
+        async with self._slots:
+            before = self._throttle.waited
+            await self._throttle.acquire()
+            self._stats.throttle_wait += self._throttle.waited - before
+            self._stats.requests += 1
+            try:
+                async with self._session.get(
+                    url,
+                    headers=self._headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                    return _Answer(response.status, response.headers, body)
+            except asyncio.TimeoutError:
+                raise RequestTimeoutError(
+                    f"GET {path} took longer than its {timeout:g} s timeout"
+                ) from None
+            except aiohttp.ClientPayloadError as exc:
+                raise TransportError(
+                    f"GET {path}: the response body was cut short ({exc})"
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise TransportError(
+                    f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
+                ) from None
+
+    def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
+        """Decode a 2xx answer, or build the typed error for any other status."""
+        if 200 <= answer.status < 300:
+            return decode(answer.body, answer.status)
+        raise self._api_error(answer)
+
+    def _api_error(self, answer: _Answer) -> APIError:
+        """Build the error for a non-2xx answer; a non-JSON body (an HTML page) maps by status."""
+        status = answer.status
+        if status == 429:
+            self._stats.rate_limited += 1
+        head = sniff_status(answer.body)
+        body: Any
+        if head is not None:
+            body = msgspec.json.decode(answer.body)
+            message = _text(head.message) or _text(head.error)
+            code = _text(head.code)
+            request_id = _text(head.request_id)
+        else:
+            body = self._redact(answer.body[:_MAX_ERROR_TEXT].decode("utf-8", "replace"))
+            message, code, request_id = None, None, None
+        message = self._redact(message or f"the API answered {status} without an error message")
+        cls = error_for_status(status)
+        if cls is RateLimitError:
+            retry_after = parse_retry_after(
+                body.get("retryAfter") if isinstance(body, dict) else None,
+                answer.headers.get("Retry-After"),
+            )
+            return RateLimitError(
+                message,
+                status=status,
+                code=code,
+                request_id=request_id,
+                body=body,
+                retry_after=retry_after,
+            )
+        return cls(message, status=status, code=code, request_id=request_id, body=body)
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key from text that came from elsewhere, should it ever echo it."""
+        return text.replace(self._secret, "**********") if self._secret in text else text
+
+    def _report(
+        self,
+        path: str,
+        attempt: int,
+        answer: _Answer | None,
+        error: HostUpError | None,
+        request_id: str | None,
+        started: float,
+        retry_in: float | None,
+    ) -> None:
+        """Log the attempt at DEBUG, count it, and call the caller's hooks."""
+        if attempt > 1:
+            self._stats.retries += 1
+        hooks = self._on_attempt is not None or (
+            retry_in is not None and self._on_retry is not None
+        )
+        if not hooks and not logger.isEnabledFor(logging.DEBUG):
+            return
+        elapsed = time.perf_counter() - started
+        status = answer.status if answer is not None else None
+        if request_id is None:
+            request_id = getattr(error, "request_id", None)
+        logger.debug(
+            "GET %s -> %s in %.1f ms (attempt %d, request_id=%s)%s",
+            path,
+            status if status is not None else type(error).__name__,
+            elapsed * 1000,
+            attempt,
+            request_id,
+            f", retrying in {retry_in:.2f} s" if retry_in is not None else "",
+        )
+        if hooks:
+            event = AttemptEvent("GET", path, attempt, status, error, elapsed, request_id, retry_in)
+            if self._on_attempt is not None:
+                self._on_attempt(event)
+            if retry_in is not None and self._on_retry is not None:
+                self._on_retry(event)

@@ -1,0 +1,81 @@
+"""Checks on what callers pass in, run before any I/O so bad input never reaches the API."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._constants import API_KEY_ENV
+from ._exceptions import ConfigurationError, InvalidVMIDError, InvalidVMIDTypeError
+
+__all__ = [
+    "check_api_key",
+    "check_base_url",
+    "check_count",
+    "check_positive",
+    "check_vmid",
+]
+
+
+def check_vmid(vmid: Any) -> int:
+    """Return ``vmid`` if it is an int of at least 1; raise a TypeError or ValueError otherwise."""
+    if isinstance(vmid, bool) or not isinstance(vmid, int):
+        raise InvalidVMIDTypeError(f"vmid must be an int, not {type(vmid).__name__}: {vmid!r:.40}")
+    if vmid < 1:
+        raise InvalidVMIDError(f"vmid must be 1 or more, got {vmid}")
+    return int(vmid)
+
+
+def check_api_key(api_key: Any) -> str:
+    """Return the key to use, falling back to ``HOSTUP_API_KEY``; refuse a missing or unsafe key."""
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+        source = f"the {API_KEY_ENV} environment variable"
+    else:
+        source = "api_key"
+    if api_key is None or (isinstance(api_key, str) and not api_key.strip()):
+        raise ConfigurationError(
+            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    if not isinstance(api_key, str):
+        raise TypeError(f"api_key must be a str, not {type(api_key).__name__}")
+    if any(ch in api_key for ch in "\r\n\0") or api_key != api_key.strip():
+        # Never echo the key itself: say where it came from and what is wrong with it.
+        raise ConfigurationError(
+            f"the API key from {source} contains line breaks, NUL or surrounding whitespace"
+        )
+    return api_key
+
+
+def check_base_url(base_url: Any) -> str:
+    """Return ``base_url`` without a trailing slash; it must be an absolute http(s) URL."""
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a str, not {type(base_url).__name__}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if any(ch in base_url for ch in "\r\n\0 "):
+        raise ConfigurationError("base_url must not contain whitespace or control characters")
+    return base_url.rstrip("/")
+
+
+def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """Return ``value`` as a float if it is a finite number above zero (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a finite number above 0, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: Any, *, minimum: int) -> int:
+    """Return ``value`` if it is an int of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be {minimum} or more, got {value}")
+    return value

@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hostup_async import (
+    APIError,
+    BillingCycle,
+    Credentials,
+    DecodeError,
+    SecretStr,
+    UsageSample,
+    VMDetails,
+    decode_billing_cycle,
+    decode_vm_details,
+)
+from hostup_async.testing._data import billing_cycle_data, vm_data
+
+
+def envelope(data: Any, request_id: str = "req-1") -> bytes:
+    return msgspec.json.encode(
+        {
+            "success": True,
+            "timestamp": "2026-02-10T00:00:00.000Z",
+            "requestId": request_id,
+            "data": data,
+        }
+    )
+
+
+def test_documented_details_example_decodes_every_field() -> None:
+    data = vm_data(10415)
+    data["usage_log"] = {
+        "2026-01-12T17:00:00Z": {"cpu": 0.25, "mem": 1.5e9, "data_sent": 12.5, "time": 1768237200},
+    }
+    vm = decode_vm_details(envelope(data, "abc"))
+    assert vm.request_id == "abc"
+    assert vm.hostname == "vm10415.example.net"
+    assert vm.cpu == 8
+    assert isinstance(vm.price, Decimal)
+    assert vm.pricing is not None
+    assert vm.pricing.billing_cycle is not None
+    assert vm.pricing.billing_cycle.is_free is False
+    assert vm.pricing.currency == "SEK"
+    assert isinstance(vm.pricing.price_per_cycle, Decimal)
+    assert vm.bandwidth_usage is not None and vm.bandwidth_usage.data_sent > 0
+    assert vm.details is not None and vm.details.username == "root"
+    ((stamp, sample),) = vm.usage_log.items()
+    assert stamp == datetime(2026, 1, 12, 17, tzinfo=timezone.utc)
+    assert sample == UsageSample(cpu=0.25, mem=1.5e9, data_sent=12.5, time=1768237200.0)
+
+
+def test_numbers_arrive_as_strings_floats_or_ints() -> None:
+    vm = decode_vm_details(
+        envelope(
+            {
+                "cpu": "2",
+                "ram": "4.5",
+                "disk": 80.0,
+                "backups": 1.0,
+                "uptime": "12.5",
+                "price": 39,
+                "total": "39.00",
+                "firstpayment": 39.5,
+            }
+        )
+    )
+    assert (vm.cpu, vm.ram, vm.disk, vm.backups, vm.uptime) == (2, 4.5, 80.0, 1, 12.5)
+    assert (vm.price, vm.total, vm.firstpayment) == (Decimal(39), Decimal("39.00"), Decimal("39.5"))
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False))
+def test_money_is_exact_decimal_whether_sent_as_number_or_string(amount: Decimal) -> None:
+    as_string = decode_vm_details(envelope({"price": str(amount)}))
+    as_number = decode_vm_details(f'{{"success":true,"data":{{"price":{amount}}}}}'.encode())
+    assert as_string.price == amount == as_number.price
+    assert isinstance(as_number.price, Decimal)
+
+
+@given(st.floats(min_value=0, max_value=1e15, allow_nan=False), st.sampled_from(["num", "str"]))
+def test_usage_values_may_be_fractional_numbers_or_strings(value: float, form: str) -> None:
+    wire: Any = value if form == "num" else repr(value)
+    vm = decode_vm_details(
+        envelope({"usage_log": {"2026-01-12T17:00:00Z": {"cpu": wire, "mem": wire}}})
+    )
+    sample = next(iter(vm.usage_log.values()))
+    assert sample.cpu == value and sample.mem == value
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [
+        ("2024-03-01", date(2024, 3, 1)),
+        ("", None),
+        ("0000-00-00", None),
+        (None, None),
+        ("2024-03-01 10:00:00", date(2024, 3, 1)),
+    ],
+)
+def test_dates_become_date_or_none(wire: str | None, expected: date | None) -> None:
+    vm = decode_vm_details(envelope({"created": wire, "next_due": wire}))
+    assert vm.created == expected
+    assert vm.next_due == expected
+
+
+def test_invalid_date_is_a_decode_error_that_says_where() -> None:
+    with pytest.raises(DecodeError, match=r"\$\.data") as info:
+        decode_vm_details(envelope({"created": "not a date"}, request_id="rid-7"))
+    assert info.value.request_id == "rid-7"
+
+
+def test_absent_fields_and_objects_get_defaults_and_unknown_fields_are_ignored() -> None:
+    vm = decode_vm_details(envelope({"brand_new_field": {"x": 1}, "hostname": "h"}))
+    assert vm.hostname == "h"
+    assert vm.details is None and vm.pricing is None and vm.bandwidth_usage is None
+    assert vm.usage_log == {} and vm.ip_addresses == []
+    assert vm.price == Decimal(0) and vm.cpu == 0
+
+
+def test_usage_log_is_utc_and_in_time_order_whatever_the_wire_order() -> None:
+    log = {
+        "2026-01-12T19:00:00Z": {"cpu": 3},
+        "2026-01-12T17:00:00": {"cpu": 1},  # naive: UTC by convention
+        "2026-01-12T19:00:00+01:00": {"cpu": 2},  # 18:00 UTC
+    }
+    vm = decode_vm_details(envelope({"usage_log": log}))
+    assert [s.cpu for s in vm.usage_log.values()] == [1, 2, 3]
+    assert [k.hour for k in vm.usage_log] == [17, 18, 19]
+    assert all(k.tzinfo is timezone.utc for k in vm.usage_log)
+
+
+def test_usage_log_false_skips_the_log_and_keeps_everything_else() -> None:
+    data = vm_data(8)
+    data["usage_log"] = {"2026-01-12T17:00:00Z": {"cpu": 1}}
+    full = decode_vm_details(envelope(data))
+    lean = decode_vm_details(envelope(data), usage_log=False)
+    assert type(lean) is VMDetails
+    assert lean.usage_log == {}
+    assert msgspec.structs.replace(full, usage_log={}) == lean
+
+
+def test_passwords_never_show_in_repr_or_str() -> None:
+    vm = decode_vm_details(envelope(vm_data(3)))
+    assert vm.details is not None
+    secret = vm_data(3)["details"]["password"]
+    root = vm_data(3)["details"]["rootpassword"]
+    for text in (
+        repr(vm),
+        str(vm),
+        repr(vm.details),
+        str(vm.details),
+        repr(vm.details.password),
+        str(vm.details.password),
+    ):
+        assert secret not in text and root not in text
+    assert vm.details.password is not None and vm.details.rootpassword is not None
+    assert vm.details.password.get_secret_value() == secret
+    assert vm.details.rootpassword.get_secret_value() == root
+
+
+def test_secret_str_compares_by_value_without_revealing_it() -> None:
+    assert SecretStr("a") == SecretStr("a") != SecretStr("b")
+    assert SecretStr("a") != "a"
+    assert hash(SecretStr("a")) == hash(SecretStr("a"))
+    assert not SecretStr("") and SecretStr("x")
+    assert Credentials(password=SecretStr("pw")).password == SecretStr("pw")
+
+
+def test_billing_cycle_decodes_with_camel_case_as_snake_case() -> None:
+    bc = decode_billing_cycle(envelope(billing_cycle_data(10001), request_id="r-bc"))
+    assert bc.request_id == "r-bc"
+    assert bc.current == "m" and bc.current_name == "Monthly"
+    assert bc.product_id == "3001" and bc.account_id == "110001"
+    monthly, annual = bc.cycles
+    assert (
+        monthly.price == Decimal("79.00")
+        and monthly.is_current
+        and monthly.billing_cycle == "Monthly"
+    )
+    assert annual.price == Decimal("758.00") and not annual.is_current
+    assert isinstance(bc, BillingCycle)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"<html>Bad gateway</html>",
+        b'{"success": true, "data": ',
+        b"[]",
+        b"null",
+        b'{"success": true}',
+        b'{"success": true, "data": []}',
+        b'{"success": true, "data": {"cycles": "many", "cpu": "many"}}',
+    ],
+)
+def test_bad_bodies_raise_decode_error(raw: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_vm_details(raw)
+    with pytest.raises(DecodeError):
+        decode_billing_cycle(raw)
+
+
+def test_schema_mismatch_names_the_field() -> None:
+    with pytest.raises(DecodeError, match=r"\$\.data\.cpu"):
+        decode_vm_details(b'{"success": true, "data": {"cpu": "many"}}')
+
+
+def test_success_false_is_an_api_error_with_code_and_request_id() -> None:
+    raw = b'{"success": false, "code": "SUSPENDED", "message": "Tjansten ar avstangd", "requestId": "r9"}'
+    with pytest.raises(APIError) as info:
+        decode_vm_details(raw)
+    err = info.value
+    assert (err.status, err.code, err.message, err.request_id) == (
+        200,
+        "SUSPENDED",
+        "Tjansten ar avstangd",
+        "r9",
+    )
+    assert err.body["code"] == "SUSPENDED"
+
+
+def test_success_false_with_unexpected_data_is_still_an_api_error() -> None:
+    raw = b'{"success": false, "code": "X", "data": {"cpu": "many"}}'
+    with pytest.raises(APIError, match="X"):
+        decode_billing_cycle(raw)
