@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -41,3 +41,19 @@ def typecheck(session: nox.Session) -> None:
     install_group(session, "typecheck")
     session.install("-e", ".[cli]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict (warnings fail)."""
+    install_group(session, "docs")
+    session.install("-e", ".[cli]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks; print tables, write benchmarks/results/latest.json and the chart."""
+    install_group(session, "bench")
+    session.install("-e", ".[cli]")
+    session.run("python", "benchmarks/run.py", *session.posargs)
