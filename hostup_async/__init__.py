@@ -1,5 +1,6 @@
 """hostup-async: the asyncio-first Python SDK for HostUp's VPS API."""
 
+from ._bulk import BulkProgress, VMResult
 from ._client import HostUpClient
 from ._events import AttemptEvent, ClientStats
 from ._exceptions import (
@@ -41,6 +42,7 @@ __all__ = [
     "AuthenticationError",
     "BandwidthUsage",
     "BillingCycle",
+    "BulkProgress",
     "ClientStats",
     "ConfigurationError",
     "Credentials",
@@ -64,6 +66,7 @@ __all__ = [
     "TransportError",
     "UsageSample",
     "VMDetails",
+    "VMResult",
     "__version__",
     "decode_billing_cycle",
     "decode_vm_details",

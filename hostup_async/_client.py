@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
+from ._bulk import ProgressHook, VMIds, VMResult, fetch_vms, stream_vms
 from ._constants import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
@@ -196,3 +198,51 @@ class HostUpClient:
         vmid = check_vmid(vmid)
         options = self._call_options(timeout, max_retries)
         return await self._open().get(f"/vm/{vmid}/billing-cycle", _billing, **options)
+
+    def stream_vms(
+        self,
+        vmids: VMIds,
+        *,
+        details: bool = True,
+        billing_cycle: bool = False,
+        ordered: bool = False,
+        usage_log: bool = True,
+        progress: ProgressHook | None = None,
+    ) -> AsyncGenerator[VMResult, None]:
+        """Stream one ``VMResult`` per input vmid, fetching a bounded window ahead of you.
+
+        ``vmids`` may be any iterable or async iterable, even endless. Results come in
+        completion order, or input order with ``ordered=True``. A failing VM is a result
+        with ``.error`` set; the stream goes on. Breaking out, ``aclose()`` or cancelling
+        the consumer cancels the requests in flight.
+        """
+        self._open()
+        return stream_vms(
+            self,
+            vmids,
+            details=details,
+            billing_cycle=billing_cycle,
+            ordered=ordered,
+            usage_log=usage_log,
+            progress=progress,
+        )
+
+    async def fetch_vms(
+        self,
+        vmids: VMIds,
+        *,
+        details: bool = True,
+        billing_cycle: bool = False,
+        usage_log: bool = True,
+        progress: ProgressHook | None = None,
+    ) -> list[VMResult]:
+        """Fetch every vmid and return one ``VMResult`` per input item, in input order."""
+        self._open()
+        return await fetch_vms(
+            self,
+            vmids,
+            details=details,
+            billing_cycle=billing_cycle,
+            usage_log=usage_log,
+            progress=progress,
+        )

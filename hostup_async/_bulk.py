@@ -1,0 +1,252 @@
+"""Streaming fan-out over many vmids: bounded look-ahead, one result per input item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ConfigurationError, HostUpError
+from ._models import BillingCycle, VMDetails
+from ._validate import check_vmid
+
+if TYPE_CHECKING:
+    from ._client import HostUpClient
+
+__all__ = ["BulkProgress", "ProgressHook", "VMIds", "VMResult", "fetch_vms", "stream_vms"]
+
+#: What the bulk calls accept: any iterable or async iterable of vmids, even an endless one.
+VMIds = Iterable[Any] | AsyncIterable[Any]
+
+# Items pulled ahead of the consumer per slot of max_concurrency: enough to keep every
+# slot busy while results wait to be taken, small enough that memory stays flat.
+_WINDOW_PER_SLOT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class VMResult:
+    """The outcome for one input item of a bulk fetch: data, or the error that stopped it."""
+
+    vmid: Any
+    """The input item, as given (it may be an invalid vmid)."""
+    details: VMDetails | None = None
+    """The VM's details, when asked for and fetched."""
+    billing_cycle: BillingCycle | None = None
+    """The VM's billing cycle, when asked for and fetched."""
+    error: HostUpError | None = None
+    """Why this VM failed (403, 404, retries exhausted, an invalid vmid), or ``None``."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every requested call for this VM succeeded."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """A snapshot of a bulk fetch, passed to the ``progress`` hook after every result."""
+
+    done: int
+    """Results produced so far (ok and failed)."""
+    failed: int
+    """Results with an error."""
+    total: int | None
+    """Input items, when the input has a length; ``None`` for generators."""
+    throttle_wait: float
+    """Seconds requests of this fetch spent waiting on the rate limit or a 429 pause, summed."""
+    retries: int
+    """Retries sent during this fetch."""
+    rate_limited: int
+    """429 answers received during this fetch."""
+
+    @property
+    def ok(self) -> int:
+        """Results without an error."""
+        return self.done - self.failed
+
+
+#: A callback that receives a ``BulkProgress``; it must be quick and must not raise.
+ProgressHook = Callable[[BulkProgress], None]
+
+
+def stream_vms(
+    client: HostUpClient,
+    vmids: VMIds,
+    *,
+    details: bool,
+    billing_cycle: bool,
+    ordered: bool,
+    usage_log: bool,
+    progress: ProgressHook | None,
+) -> AsyncGenerator[VMResult, None]:
+    """Check the arguments now, then return the generator that fetches lazily."""
+    _check_bulk_args(vmids, details, billing_cycle)
+    indexed = _fetch_indexed(client, vmids, details, billing_cycle, usage_log, progress, ordered)
+    return _drop_index(indexed)
+
+
+async def fetch_vms(
+    client: HostUpClient,
+    vmids: VMIds,
+    *,
+    details: bool,
+    billing_cycle: bool,
+    usage_log: bool,
+    progress: ProgressHook | None,
+) -> list[VMResult]:
+    """Fetch every VM and return the results in input order."""
+    _check_bulk_args(vmids, details, billing_cycle)
+    results: dict[int, VMResult] = {}
+    stream = _fetch_indexed(client, vmids, details, billing_cycle, usage_log, progress, False)
+    try:
+        async for index, result in stream:
+            results[index] = result
+    finally:
+        await stream.aclose()
+    return [results[i] for i in range(len(results))]
+
+
+def _check_bulk_args(vmids: Any, details: bool, billing_cycle: bool) -> None:
+    """Refuse unusable bulk arguments before any I/O."""
+    if not isinstance(vmids, (Iterable, AsyncIterable)) or isinstance(vmids, (str, bytes)):
+        raise TypeError(
+            f"vmids must be an iterable or async iterable of ints, not {type(vmids).__name__}"
+        )
+    if not (details or billing_cycle):
+        raise ConfigurationError("nothing to fetch: details and billing_cycle are both False")
+
+
+async def _drop_index(
+    indexed: AsyncGenerator[tuple[int, VMResult], None],
+) -> AsyncGenerator[VMResult, None]:
+    """Yield the results alone, closing the inner stream however the consumer stops."""
+    try:
+        async for _, result in indexed:
+            yield result
+    finally:
+        await indexed.aclose()
+
+
+async def _items(vmids: VMIds) -> AsyncGenerator[Any, None]:
+    """Iterate a sync or async iterable as one async iterator, pulling lazily."""
+    if isinstance(vmids, AsyncIterable):
+        async for item in vmids:
+            yield item
+    else:
+        for item in vmids:
+            yield item
+
+
+async def _fetch_indexed(
+    client: HostUpClient,
+    vmids: VMIds,
+    details: bool,
+    billing_cycle: bool,
+    usage_log: bool,
+    progress: ProgressHook | None,
+    ordered: bool,
+) -> AsyncGenerator[tuple[int, VMResult], None]:
+    """Fan out over ``vmids`` with a bounded window; yield ``(input index, result)`` pairs."""
+    window = max(2, client.max_concurrency * _WINDOW_PER_SLOT)
+    total = len(vmids) if isinstance(vmids, Sized) else None
+    stats = client.stats
+    start = (stats.throttle_wait, stats.retries, stats.rate_limited)
+    source = _items(vmids)
+    pending: set[asyncio.Task[tuple[int, VMResult]]] = set()
+    held: dict[int, VMResult] = {}  # finished out of order, waiting for their turn
+    next_index = 0  # next input index to pull
+    next_out = 0  # next input index to yield when ordered
+    done_count = failed = 0
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) + len(held) < window:
+                try:
+                    item = await source.__anext__()
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                fetch = _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
+                pending.add(asyncio.ensure_future(fetch))
+                next_index += 1
+            if not pending:
+                return
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            ready: list[tuple[int, VMResult]] = []
+            for task in finished:
+                index, result = task.result()
+                done_count += 1
+                failed += result.error is not None
+                if ordered:
+                    held[index] = result
+                else:
+                    ready.append((index, result))
+            if ordered:
+                while next_out in held:
+                    ready.append((next_out, held.pop(next_out)))
+                    next_out += 1
+            if progress is not None:
+                progress(
+                    BulkProgress(
+                        done=done_count,
+                        failed=failed,
+                        total=total,
+                        throttle_wait=stats.throttle_wait - start[0],
+                        retries=stats.retries - start[1],
+                        rate_limited=stats.rate_limited - start[2],
+                    )
+                )
+            for pair in ready:
+                yield pair
+    finally:
+        # Breaking out, aclose() and cancellation all land here: stop what is in flight.
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await source.aclose()
+
+
+async def _fetch_one(
+    client: HostUpClient,
+    index: int,
+    vmid: Any,
+    details: bool,
+    billing_cycle: bool,
+    usage_log: bool,
+) -> tuple[int, VMResult]:
+    """Fetch what was asked for one VM; a HostUp error becomes the result's ``error``."""
+    try:
+        vmid = check_vmid(vmid)
+        if details and billing_cycle:
+            vm, bc = await _both(
+                client.get_vm_details(vmid, usage_log=usage_log), client.get_billing_cycle(vmid)
+            )
+            return index, VMResult(vmid, details=vm, billing_cycle=bc)
+        if details:
+            return index, VMResult(
+                vmid, details=await client.get_vm_details(vmid, usage_log=usage_log)
+            )
+        return index, VMResult(vmid, billing_cycle=await client.get_billing_cycle(vmid))
+    except HostUpError as exc:
+        return index, VMResult(vmid, error=exc)
+
+
+async def _both(
+    first: Awaitable[VMDetails], second: Awaitable[BillingCycle]
+) -> tuple[VMDetails, BillingCycle]:
+    """Run two calls concurrently; if one fails, cancel the other and raise its error."""
+    vm_task, bc_task = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    tasks: list[asyncio.Future[Any]] = [vm_task, bc_task]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+        return vm_task.result(), bc_task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from hostup_async import (
+    BulkProgress,
+    ConfigurationError,
+    HostUpClient,
+    InvalidVMIDError,
+    InvalidVMIDTypeError,
+    NotFoundError,
+    PermissionDeniedError,
+    VMResult,
+)
+from hostup_async.testing import FakeHostUp, Fault
+
+from .conftest import API_KEY
+
+
+def client_tasks() -> set[asyncio.Task[Any]]:
+    """Tasks left by the client side; the fake server's own handler tasks don't count."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if t is not asyncio.current_task()
+        and "aiohttp/web_" not in t.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+    }
+
+
+async def test_fetch_vms_returns_one_result_per_input_in_order(client: HostUpClient) -> None:
+    vmids: list[Any] = [5, 403, "7", 404, 0, 6, 5]
+    results = await client.fetch_vms(vmids)
+    assert [r.vmid for r in results] == vmids
+    assert [r.ok for r in results] == [True, False, False, False, False, True, True]
+    assert isinstance(results[1].error, PermissionDeniedError)
+    assert isinstance(results[2].error, InvalidVMIDTypeError)
+    assert isinstance(results[3].error, NotFoundError)
+    assert isinstance(results[4].error, InvalidVMIDError)
+    assert results[0].details is not None and results[0].details.hostname == "vm5.example.net"
+    assert results[0].billing_cycle is None
+
+
+async def test_details_and_billing_together(client: HostUpClient, fake: FakeHostUp) -> None:
+    (r,) = await client.fetch_vms([10], billing_cycle=True)
+    assert r.ok and r.details is not None and r.billing_cycle is not None
+    assert {q.path for q in fake.stats.recent} == {"/api/vm/10/details", "/api/vm/10/billing-cycle"}
+    (only_billing,) = await client.fetch_vms([10], details=False, billing_cycle=True)
+    assert only_billing.details is None and only_billing.billing_cycle is not None
+
+
+async def test_vm_fails_if_either_call_fails(fake: FakeHostUp) -> None:
+    fake.inject(Fault.http(404), vmid=11)
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        (r,) = await client.fetch_vms([11], billing_cycle=True)
+    assert not r.ok
+    assert isinstance(r.error, NotFoundError)
+    assert r.details is None and r.billing_cycle is None
+
+
+async def test_usage_log_false_reaches_the_bulk_path(client: HostUpClient) -> None:
+    (r,) = await client.fetch_vms([3], usage_log=False)
+    assert r.details is not None and r.details.usage_log == {}
+
+
+async def test_stream_unordered_yields_in_completion_order(fake: FakeHostUp) -> None:
+    fake.inject(Fault.slow(0.3), vmid=1)
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        seen = [r.vmid async for r in client.stream_vms([1, 2, 3, 4])]
+    assert sorted(seen) == [1, 2, 3, 4]
+    assert seen[-1] == 1  # the slow one arrives last
+
+
+async def test_stream_ordered_yields_in_input_order(fake: FakeHostUp) -> None:
+    fake.inject(Fault.slow(0.3), vmid=1)
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        seen = [r.vmid async for r in client.stream_vms([1, 2, 3, 4, 5], ordered=True)]
+    assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_ordered_reorder_buffer_is_bounded(fake: FakeHostUp) -> None:
+    fake.inject(Fault.slow(0.5), vmid=1)
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=4
+    ) as client:
+        stream = client.stream_vms(itertools.count(1), ordered=True)
+        first = await stream.__anext__()
+        assert first.vmid == 1
+        # While vmid 1 was slow, at most the window (2 x max_concurrency) was pulled ahead.
+        assert fake.stats.requests <= 8
+        await stream.aclose()
+
+
+async def test_endless_input_broken_after_n_stays_bounded(
+    client: HostUpClient, fake: FakeHostUp
+) -> None:
+    pulled = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        for vmid in itertools.count(1):
+            pulled += 1
+            yield vmid
+
+    n = 0
+    async for result in client.stream_vms(endless()):
+        assert result.ok
+        n += 1
+        if n == 100:
+            break
+    await asyncio.sleep(0.05)  # let the finalizer close the stream and in-flight requests land
+    window = client.max_concurrency * 2
+    assert pulled <= n + window
+    assert fake.stats.requests <= n + window
+    assert not client_tasks()
+    settled = fake.stats.requests
+    await asyncio.sleep(0.2)
+    assert fake.stats.requests == settled, "nothing is sent after the stream is closed"
+
+
+async def test_async_iterable_input(client: HostUpClient) -> None:
+    async def ids() -> AsyncIterator[int]:
+        for vmid in (3, 1, 2):
+            await asyncio.sleep(0)
+            yield vmid
+
+    results = await client.fetch_vms(ids())
+    assert [r.vmid for r in results] == [3, 1, 2]
+    assert all(r.ok for r in results)
+
+
+async def test_aclose_cancels_requests_in_flight(fake: FakeHostUp) -> None:
+    fake.latency = 5.0
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        stream = client.stream_vms(range(1, 1000))
+        consumer = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)
+        assert fake.stats.in_flight == client.max_concurrency
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        await stream.aclose()
+        assert not client_tasks()
+
+
+async def test_cancelling_the_consuming_task_leaves_nothing_behind(fake: FakeHostUp) -> None:
+    fake.latency = 0.05
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        got: list[VMResult] = []
+
+        async def consume() -> None:
+            async for r in client.stream_vms(itertools.count(1)):
+                got.append(r)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert got
+        assert not client_tasks()
+
+
+async def test_progress_hook_counts_done_failed_and_total(client: HostUpClient) -> None:
+    snapshots: list[BulkProgress] = []
+    await client.fetch_vms([1, 2, 403, 404], progress=snapshots.append)
+    last = snapshots[-1]
+    assert (last.done, last.failed, last.ok, last.total) == (4, 2, 2, 4)
+    assert [s.done for s in snapshots] == sorted(s.done for s in snapshots)
+
+
+async def test_progress_reports_rate_limit_wait_and_429s(fake: FakeHostUp) -> None:
+    fake.inject(Fault.http(429, retry_after=0.2))
+    snapshots: list[BulkProgress] = []
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        async for _ in client.stream_vms(iter([1, 2, 3]), progress=snapshots.append):
+            pass
+    last = snapshots[-1]
+    assert last.total is None
+    assert last.rate_limited == 1 and last.retries == 1
+    assert last.throttle_wait > 0
+
+
+async def test_all_through_the_clients_concurrency_cap(fake: FakeHostUp) -> None:
+    fake.latency = 0.02
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=3
+    ) as client:
+        results = await client.fetch_vms(range(1, 40), billing_cycle=True)
+    assert all(r.ok for r in results)
+    assert fake.stats.max_in_flight <= 3
+
+
+async def test_bad_bulk_arguments_fail_before_io(client: HostUpClient, fake: FakeHostUp) -> None:
+    with pytest.raises(TypeError):
+        client.stream_vms(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await client.fetch_vms("123")
+    with pytest.raises(ConfigurationError):
+        client.stream_vms([1], details=False, billing_cycle=False)
+    assert fake.stats.requests == 0
