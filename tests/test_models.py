@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -230,3 +230,85 @@ def test_success_false_with_unexpected_data_is_still_an_api_error() -> None:
     raw = b'{"success": false, "code": "X", "data": {"cpu": "many"}}'
     with pytest.raises(APIError, match="X"):
         decode_billing_cycle(raw)
+
+
+def hours_log(start: datetime, count: int, step: int = 1) -> dict[str, dict[str, float]]:
+    """Canonical ``...Z`` hour keys, as the real API sends them, ``step`` hours apart."""
+    return {
+        (start + timedelta(hours=i * step)).strftime("%Y-%m-%dT%H:%M:%SZ"): {"cpu": float(i)}
+        for i in range(count)
+    }
+
+
+def test_repeated_hours_give_equal_logs_and_share_the_key_objects() -> None:
+    log = hours_log(datetime(2026, 1, 1), 48)
+    first = decode_vm_details(envelope({"usage_log": log}))
+    second = decode_vm_details(envelope({"usage_log": log}))
+    assert first.usage_log == second.usage_log
+    assert list(first.usage_log) == [
+        datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(hours=i) for i in range(48)
+    ]
+    assert all(a is b for a, b in zip(first.usage_log, second.usage_log, strict=True))
+    assert all(k.tzinfo is timezone.utc for k in second.usage_log)
+
+
+def test_known_hours_out_of_order_are_still_sorted() -> None:
+    log = hours_log(datetime(2025, 6, 1), 24)
+    decode_vm_details(envelope({"usage_log": log}))  # the hours are now known
+    shuffled = dict(reversed(list(log.items())))
+    vm = decode_vm_details(envelope({"usage_log": shuffled}))
+    assert [s.cpu for s in vm.usage_log.values()] == [float(i) for i in range(24)]
+    assert list(vm.usage_log) == sorted(vm.usage_log)
+
+
+def test_known_and_unusual_keys_mixed_are_normalised_and_sorted() -> None:
+    log: dict[str, dict[str, float]] = hours_log(datetime(2025, 7, 1), 3)
+    decode_vm_details(envelope({"usage_log": log}))
+    log["2025-07-01T00:30:00+00:30"] = {"cpu": -1.0}  # 00:00 UTC, overrides the first
+    log["2025-06-30 23:00:00"] = {"cpu": -2.0}  # naive, space-separated: UTC
+    vm = decode_vm_details(envelope({"usage_log": log}))
+    assert [s.cpu for s in vm.usage_log.values()] == [-2.0, -1.0, 1.0, 2.0]
+    assert [k.hour for k in vm.usage_log] == [23, 0, 1, 2]
+
+
+@pytest.mark.parametrize("key", ["garbage", "", "2026-01-12", "2026-01-12T17:00Z"])
+def test_bad_usage_log_key_is_a_decode_error_naming_the_key(key: str) -> None:
+    with pytest.raises(DecodeError, match=r"usage_log key .* - at `\$\.data`"):
+        decode_vm_details(envelope({"usage_log": {key: {"cpu": 1}}}))
+
+
+def test_more_distinct_hours_than_the_key_cache_holds_decode_correctly() -> None:
+    # 20,000 hours is over two years: past the cache's bound, which must then start over.
+    log = hours_log(datetime(2020, 1, 1), 20_000)
+    vm = decode_vm_details(envelope({"usage_log": log}))
+    assert len(vm.usage_log) == 20_000
+    assert list(vm.usage_log)[-1] == datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(
+        hours=19_999
+    )
+    again = decode_vm_details(envelope({"usage_log": log}))
+    assert again.usage_log == vm.usage_log
+
+
+def test_vm_details_built_in_code_gets_utc_keys_in_time_order() -> None:
+    later = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))  # 10:00 UTC
+    earlier = datetime(2026, 1, 1, 9)  # naive: UTC
+    vm = VMDetails(usage_log={later: UsageSample(cpu=2), earlier: UsageSample(cpu=1)})
+    assert list(vm.usage_log) == [
+        datetime(2026, 1, 1, 9, tzinfo=timezone.utc),
+        datetime(2026, 1, 1, 10, tzinfo=timezone.utc),
+    ]
+    assert [s.cpu for s in vm.usage_log.values()] == [1, 2]
+    with pytest.raises(TypeError, match="usage_log keys"):
+        VMDetails(usage_log={1: UsageSample()})  # type: ignore[dict-item]
+
+
+def test_details_round_trip_through_json_keeps_every_value() -> None:
+    data = vm_data(21)
+    data["usage_log"] = hours_log(datetime(2026, 2, 1), 5)
+    del data["details"]  # SecretStr refuses to be encoded, by design
+    vm = decode_vm_details(envelope(data))
+    again = decode_vm_details(
+        msgspec.json.encode({"success": True, "requestId": "req-1", "data": vm}),
+    )
+    assert again == vm
+    assert next(iter(again.usage_log)) == datetime(2026, 2, 1, tzinfo=timezone.utc)
