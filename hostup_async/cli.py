@@ -1,0 +1,556 @@
+"""The ``hostup-async`` command line: fetch VMs as JSON, bulk-fetch as JSON Lines, run a demo.
+
+Exit codes: 0 when everything succeeded, 1 when some VM (or the one VM) failed, 2 for a
+usage or configuration error (bad vmid, no key), always with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import IO, Any
+
+import msgspec
+
+from ._bulk import BulkProgress, VMResult
+from ._client import HostUpClient
+from ._constants import API_KEY_ENV, DEFAULT_BASE_URL
+from ._events import AttemptEvent
+from ._exceptions import APIError, ConfigurationError, HostUpError, InvalidVMIDError
+from ._models import BandwidthUsage, Credentials, UsageSample
+from ._secret import SecretStr
+from ._version import __version__
+
+__all__ = ["main", "parse_vmids", "python_names"]
+
+_MASK = "**********"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported in one line with exit code 2."""
+
+
+# -- vmid parsing -------------------------------------------------------------------------
+
+
+def parse_vmids(tokens: Iterable[str]) -> tuple[list[range], int]:
+    """Parse ids and ranges such as ``7`` or ``100-200``; return the ranges and their total size."""
+    ranges: list[range] = []
+    for token in tokens:
+        text = token.strip()
+        if not text:
+            continue
+        first, sep, last = text.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if sep else low
+        except ValueError:
+            raise UsageError(f"not a vmid or range: {token!r}") from None
+        if low < 1 or high < low:
+            raise UsageError(f"vmids must be 1 or more and ranges low-high: {token!r}")
+        ranges.append(range(low, high + 1))
+    return ranges, sum(len(r) for r in ranges)
+
+
+def _tokens_from_file(path: str) -> list[str]:
+    """Read whitespace- or comma-separated vmids from a file, or stdin for ``-``."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return text.replace(",", " ").split()
+
+
+# -- JSON output --------------------------------------------------------------------------
+
+
+def _encoder(show_secrets: bool) -> msgspec.json.Encoder:
+    """Build the JSON encoder; secrets are masked unless asked for."""
+
+    def enc_hook(obj: Any) -> Any:
+        if isinstance(obj, SecretStr):
+            return obj.get_secret_value() if show_secrets else _MASK
+        raise NotImplementedError(type(obj))
+
+    return msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="string")
+
+
+# Structs without renamed fields or renamed children: msgspec encodes them as they are.
+_PLAIN_STRUCTS = (UsageSample, BandwidthUsage, Credentials)
+
+
+def python_names(obj: Any) -> Any:
+    """Key Structs by their Python field names (``price_per_cycle``, not ``pricePerCycle``)."""
+    if isinstance(obj, _PLAIN_STRUCTS):
+        return obj
+    if isinstance(obj, msgspec.Struct):
+        return {name: python_names(getattr(obj, name)) for name in obj.__struct_fields__}
+    if isinstance(obj, list):
+        return [python_names(item) for item in obj]
+    return obj  # the usage log's dict holds only plain Structs
+
+
+def error_object(error: HostUpError) -> dict[str, Any]:
+    """Describe an error for JSON output: kind, status, code, message, request_id."""
+    return {
+        "kind": type(error).__name__,
+        "status": getattr(error, "status", None),
+        "code": getattr(error, "code", None),
+        "message": error.message if isinstance(error, APIError) else str(error),
+        "request_id": getattr(error, "request_id", None),
+    }
+
+
+def result_object(result: VMResult) -> dict[str, Any]:
+    """Describe a bulk result for JSON Lines output."""
+    line: dict[str, Any] = {"vmid": result.vmid, "ok": result.ok}
+    if result.error is not None:
+        line["error"] = error_object(result.error)
+    if result.details is not None:
+        line["details"] = python_names(result.details)
+    if result.billing_cycle is not None:
+        line["billing_cycle"] = python_names(result.billing_cycle)
+    return line
+
+
+# -- run statistics -----------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    """Counts and latencies of one bulk run, for the closing summary."""
+
+    started: float = field(default_factory=time.perf_counter)
+    latencies: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    ok: int = 0
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        """Record one HTTP attempt's latency (the client's ``on_attempt`` hook)."""
+        self.latencies.append(event.elapsed)
+
+    def add(self, result: VMResult) -> None:
+        """Count one result."""
+        if result.error is None:
+            self.ok += 1
+        else:
+            self.failures[type(result.error).__name__] += 1
+
+    def summary(self, client: HostUpClient) -> str:
+        """Return the closing summary: outcomes, request rate, latency, 429s and retries."""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        failed = sum(self.failures.values())
+        kinds = ", ".join(f"{kind} {n}" for kind, n in self.failures.most_common())
+        stats = client.stats
+        lat = sorted(self.latencies)
+        p50 = _percentile(lat, 0.50) * 1000
+        p95 = _percentile(lat, 0.95) * 1000
+        return (
+            f"{self.ok + failed} VMs in {elapsed:.1f} s: {self.ok} ok, {failed} failed"
+            + (f" ({kinds})" if kinds else "")
+            + f"\nrequests {stats.requests} ({stats.requests / elapsed:.1f}/s), "
+            f"latency p50 {p50:.1f} ms p95 {p95:.1f} ms, "
+            f"429s {stats.rate_limited}, retries {stats.retries}, "
+            f"rate-limit wait {stats.throttle_wait:.1f} s (summed over requests)"
+        )
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Return the ``q`` quantile of already sorted values (nearest rank), 0 when empty."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+# -- progress display ---------------------------------------------------------------------
+
+
+class _TextProgress:
+    """A one-line progress display on stderr, used when rich is not installed."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._last = 0.0
+
+    def update(self, p: BulkProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and p.done != p.total:
+            return
+        self._last = now
+        of = f"/{p.total}" if p.total is not None else ""
+        self._stream.write(
+            f"\r{p.done}{of} VMs, {p.failed} failed, {p.rate_limited} 429s, "
+            f"throttled {p.throttle_wait:.1f} s "
+        )
+        self._stream.flush()
+
+    def __enter__(self) -> _TextProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.write("\n")
+
+
+class _RichProgress:
+    """A rich progress bar on stderr (the ``[cli]`` extra)."""
+
+    def __init__(self, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]fetching"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task("fetch", total=total, detail="")
+
+    def update(self, p: BulkProgress) -> None:
+        detail = f"{p.failed} failed, {p.rate_limited} 429s, throttled {p.throttle_wait:.1f}s"
+        self._progress.update(self._task, completed=p.done, detail=detail)
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def _progress_display(total: int | None, enabled: bool) -> Any:
+    """Return a progress display for stderr, or ``None`` when stderr is not a terminal."""
+    if not enabled:
+        return None
+    try:
+        return _RichProgress(total)
+    except ImportError:
+        return _TextProgress(sys.stderr)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _read_key(args: argparse.Namespace) -> str | None:
+    """Return the key from ``--api-key-file``, else ``None`` so the client reads the env var."""
+    if args.api_key_file is None:
+        return None
+    try:
+        with open(args.api_key_file, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the API key file: {exc.strerror}") from None
+
+
+def _client(args: argparse.Namespace, **options: Any) -> HostUpClient:
+    return HostUpClient(_read_key(args), base_url=args.base_url, **options)
+
+
+async def _one(args: argparse.Namespace, out: IO[str]) -> int:
+    """``details`` and ``billing``: print one decoded object as pretty JSON."""
+    async with _client(args) as client:
+        try:
+            if args.command == "details":
+                obj: Any = await client.get_vm_details(args.vmid)
+            else:
+                obj = await client.get_billing_cycle(args.vmid)
+        except (ConfigurationError, InvalidVMIDError):
+            raise
+        except HostUpError as exc:
+            line = _encoder(False).encode({"error": error_object(exc)}).decode()
+            print(line, file=out)
+            print(f"hostup-async: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    raw = _encoder(args.show_secrets).encode(python_names(obj))
+    print(msgspec.json.format(raw, indent=2).decode(), file=out)
+    return EXIT_OK
+
+
+async def _bulk(
+    client: HostUpClient,
+    vmids: Iterable[int],
+    total: int,
+    args: argparse.Namespace,
+    out: IO[str],
+    stats: RunStats,
+    show_progress: bool,
+    write: Callable[[VMResult], None] | None = None,
+) -> int:
+    """Stream results as JSON Lines with a progress display; return the exit code."""
+    encoder = _encoder(args.show_secrets)
+    display = _progress_display(total, show_progress)
+    with display if display is not None else nullcontext():
+        hook = display.update if display is not None else None
+        async for result in client.stream_vms(
+            vmids,
+            details=args.details,
+            billing_cycle=args.billing,
+            usage_log=args.usage_log,
+            progress=hook,
+        ):
+            stats.add(result)
+            if write is not None:
+                write(result)
+            else:
+                out.write(encoder.encode(result_object(result)).decode() + "\n")
+    return EXIT_OK if not stats.failures else EXIT_FAILED
+
+
+async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
+    """``fetch``: bulk-fetch VMs as JSON Lines, with progress and a closing summary."""
+    tokens = list(args.vmids)
+    if args.from_file is not None:
+        tokens += _tokens_from_file(args.from_file)
+    ranges, total = parse_vmids(tokens)
+    if not ranges:
+        raise UsageError("no vmids given: pass ids or ranges, or --from-file")
+    stats = RunStats()
+    options: dict[str, Any] = {"on_attempt": stats.on_attempt}
+    if args.concurrency is not None:
+        options["max_concurrency"] = args.concurrency
+    if args.rate is not None:
+        options["rate_limit"] = args.rate if args.rate > 0 else None
+    sink = _open_out(args.out) if args.out else nullcontext(out)
+    with sink as target:
+        async with _client(args, **options) as client:
+            code = await _bulk(
+                client,
+                itertools.chain(*ranges),
+                total,
+                args,
+                target,
+                stats,
+                show_progress=sys.stderr.isatty() and not args.quiet,
+            )
+            print(stats.summary(client), file=sys.stderr)
+    return code
+
+
+def _open_out(path: str) -> AbstractContextManager[IO[str]]:
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# The demo fleet: realistic trouble, small enough to finish in a few seconds.
+_DEMO_FLEET = 400
+_DEMO_FORBIDDEN = frozenset(range(37, _DEMO_FLEET, 53))
+_DEMO_MISSING = frozenset(range(90, _DEMO_FLEET, 97))
+_DEMO_SERVER_LIMIT = 150  # requests per second the fake accepts
+_DEMO_CLIENT_RATE = 250.0  # set above the server's hidden limit on purpose
+
+
+async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
+    """``demo``: run a bulk fetch against the embedded fake server and summarise it."""
+    from .testing import FakeHostUp
+
+    key = "demo-key"
+    fake = FakeHostUp(
+        api_key=key,
+        forbidden=_DEMO_FORBIDDEN,
+        missing=_DEMO_MISSING,
+        rate_limit=_DEMO_SERVER_LIMIT,
+        usage_log_hours=args.hours,
+    )
+    async with fake:
+        print(
+            f"demo: fake HostUp API at {fake.url} (no key, no network needed): "
+            f"{_DEMO_FLEET} VMs, some forbidden or missing, a hidden limit of "
+            f"{_DEMO_SERVER_LIMIT} req/s; the client is set to {_DEMO_CLIENT_RATE:g} req/s",
+            file=sys.stderr,
+        )
+        stats = RunStats()
+        shown: list[VMResult] = []
+
+        def keep(result: VMResult) -> None:
+            if len(shown) < 5 and result.ok:
+                shown.append(result)
+
+        async with HostUpClient(
+            key,
+            base_url=fake.url,
+            rate_limit=_DEMO_CLIENT_RATE,
+            max_concurrency=16,
+            on_attempt=stats.on_attempt,
+        ) as client:
+            args.details, args.billing, args.usage_log = True, True, True
+            await _bulk(
+                client,
+                range(1, _DEMO_FLEET + 1),
+                _DEMO_FLEET,
+                args,
+                out,
+                stats,
+                show_progress=sys.stderr.isatty(),
+                write=keep,
+            )
+            for result in sorted(shown, key=lambda r: int(r.vmid)):
+                vm, bc = result.details, result.billing_cycle
+                assert vm is not None and bc is not None
+                sent = sum(s.data_sent for s in vm.usage_log.values()) / 1e9
+                price = next((c.price for c in bc.cycles if c.is_current), Decimal(0))
+                print(
+                    f"  vm {result.vmid:>4}  {vm.hostname:<20} {vm.cpu} cores {vm.ram:g} GB  "
+                    f"{vm.vm_status:<8} {sent:7.1f} GB sent/{len(vm.usage_log)} h  "
+                    f"{bc.current_name} {price} {vm.pricing.currency if vm.pricing else ''}",
+                    file=out,
+                )
+            print(stats.summary(client), file=sys.stderr)
+    return EXIT_OK
+
+
+async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
+    """``serve-fake``: run the fake API until interrupted."""
+    from .testing import FakeHostUp
+
+    fake = FakeHostUp(
+        api_key=args.fake_key,
+        port=args.port,
+        rate_limit=args.rate_limit,
+        usage_log_hours=args.hours,
+    )
+    async with fake:
+        print(
+            f"fake HostUp API at {fake.url} (X-API-Key: {args.fake_key}); Ctrl-C stops it", file=out
+        )
+        out.flush()
+        await asyncio.Event().wait()
+    return EXIT_OK  # pragma: no cover - only reached by cancellation
+
+
+# -- argument parsing ---------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def _vmid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a vmid: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"vmid must be 1 or more: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--base-url",
+        default=os.environ.get("HOSTUP_BASE_URL", DEFAULT_BASE_URL),
+        help="API root (default: %(default)s)",
+    )
+    common.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=f"read the API key from FILE instead of ${API_KEY_ENV}",
+    )
+    common.add_argument(
+        "--show-secrets", action="store_true", help="print VM passwords instead of **********"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="hostup-async", description="Fetch HostUp VMs from the command line."
+    )
+    parser.add_argument("--version", action="version", version=f"hostup-async {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, what in (("details", "a VM's details"), ("billing", "a VM's billing cycle")):
+        p = sub.add_parser(name, parents=[common], help=f"print {what} as JSON")
+        p.add_argument("vmid", type=_vmid)
+
+    fetch = sub.add_parser("fetch", parents=[common], help="bulk-fetch VMs as JSON Lines")
+    fetch.add_argument("vmids", nargs="*", metavar="VMIDS", help="ids and ranges such as 100-200")
+    fetch.add_argument("--from-file", metavar="F", help="read vmids from F (- for stdin)")
+    fetch.add_argument("--billing", action="store_true", help="also fetch billing cycles")
+    fetch.add_argument(
+        "--no-details",
+        dest="details",
+        action="store_false",
+        help="skip details (use with --billing)",
+    )
+    fetch.add_argument(
+        "--no-usage-log",
+        dest="usage_log",
+        action="store_false",
+        help="skip decoding usage logs (faster)",
+    )
+    fetch.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    fetch.add_argument("--rate", type=float, help="requests per second (0: no client limit)")
+    fetch.add_argument("--out", metavar="FILE", help="write JSON Lines to FILE")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo", help="bulk-fetch from an embedded fake server (no key needed)")
+    demo.add_argument("--hours", type=int, default=24, help="usage-log hours per VM")
+    demo.set_defaults(show_secrets=False)
+
+    serve = sub.add_parser("serve-fake", help="run the fake HostUp API on loopback")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--api-key",
+        dest="fake_key",
+        default="test-key",
+        help="the key the fake accepts (default: %(default)s)",
+    )
+    serve.add_argument("--rate-limit", type=int, help="hidden rate limit in requests per second")
+    serve.add_argument("--hours", type=int, default=24, help="usage-log hours per VM")
+    return parser
+
+
+_COMMANDS = {
+    "details": _one,
+    "billing": _one,
+    "fetch": _fetch,
+    "demo": _demo,
+    "serve-fake": _serve_fake,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_COMMANDS[args.command](args, sys.stdout))
+    except (UsageError, ConfigurationError, InvalidVMIDError) as exc:
+        print(f"hostup-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HostUpError as exc:
+        print(f"hostup-async: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

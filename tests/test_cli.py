@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from hostup_async import HostUpClient
+from hostup_async.cli import parse_vmids
+from hostup_async.testing import FakeHostUp
+from hostup_async.testing._data import vm_data
+
+from .conftest import API_KEY
+
+
+async def run_cli(
+    *args: str, key: str | None = API_KEY, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "HOSTUP_API_KEY"}
+    if key is not None:
+        environ["HOSTUP_API_KEY"] = key
+    environ.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hostup_async",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_no_secrets(*texts: str, vmids: Sequence[int] = ()) -> None:
+    for text in texts:
+        assert API_KEY not in text
+        assert "Traceback" not in text
+        for vmid in vmids:
+            assert vm_data(vmid)["details"]["password"] not in text
+            assert vm_data(vmid)["details"]["rootpassword"] not in text
+
+
+async def test_details_prints_pretty_json_with_secrets_masked(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli("details", "42", "--base-url", fake.url)
+    assert code == 0, err
+    vm = msgspec.json.decode(out)
+    assert vm["hostname"] == "vm42.example.net"
+    assert vm["details"]["password"] == "**********"
+    assert vm["pricing"]["price_per_cycle"] == vm_data(42)["pricing"]["pricePerCycle"]  # exact text
+    assert out.startswith("{\n  ")
+    assert_no_secrets(out, err, vmids=[42])
+
+
+async def test_show_secrets_reveals_passwords_but_never_the_key(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli("details", "42", "--base-url", fake.url, "--show-secrets")
+    assert code == 0
+    assert msgspec.json.decode(out)["details"]["password"] == vm_data(42)["details"]["password"]
+    assert API_KEY not in out + err
+
+
+async def test_billing_prints_json(fake: FakeHostUp) -> None:
+    code, out, _ = await run_cli("billing", "10001", "--base-url", fake.url)
+    assert code == 0
+    bc = msgspec.json.decode(out)
+    assert bc["cycles"][0]["price"] == "79.00"
+    assert bc["current_name"] == "Monthly" and bc["cycles"][0]["is_current"] is True
+
+
+async def test_details_of_a_failing_vm_exits_1_with_an_error_object(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli("details", "404", "--base-url", fake.url)
+    assert code == 1
+    error = msgspec.json.decode(out)["error"]
+    assert error["kind"] == "NotFoundError" and error["status"] == 404
+    assert error["request_id"]
+    assert len(err.strip().splitlines()) == 1
+    assert_no_secrets(out, err)
+
+
+async def test_fetch_writes_json_lines_with_per_vm_errors(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli(
+        "fetch", "1-3", "403", "404", "--billing", "--base-url", fake.url
+    )
+    assert code == 1
+    lines = [msgspec.json.decode(line) for line in out.splitlines()]
+    assert sorted(line["vmid"] for line in lines) == [1, 2, 3, 403, 404]
+    by_id = {line["vmid"]: line for line in lines}
+    assert by_id[1]["ok"] and by_id[1]["details"]["hostname"] == "vm1.example.net"
+    assert by_id[1]["billing_cycle"]["current"] == "m"
+    assert by_id[1]["details"]["details"]["password"] == "**********"
+    assert by_id[403]["error"]["kind"] == "PermissionDeniedError"
+    assert set(by_id[404]["error"]) == {"kind", "status", "code", "message", "request_id"}
+    assert "5 VMs" in err and "3 ok, 2 failed" in err
+    assert "p50" in err and "p95" in err and "429s 0" in err and "retries 0" in err
+    assert_no_secrets(out, err, vmids=[1, 2, 3])
+
+
+async def test_fetch_all_ok_exits_0_and_reads_stdin_and_files(
+    fake: FakeHostUp, tmp_path: Path
+) -> None:
+    code, out, _ = await run_cli(
+        "fetch", "--from-file", "-", "--base-url", fake.url, stdin=b"5\n6, 7-8\n"
+    )
+    assert code == 0
+    assert sorted(msgspec.json.decode(x)["vmid"] for x in out.splitlines()) == [5, 6, 7, 8]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("9 10\n")
+    target = tmp_path / "out.jsonl"
+    code, out, _ = await run_cli(
+        "fetch",
+        "--from-file",
+        str(ids),
+        "--out",
+        str(target),
+        "--no-usage-log",
+        "--concurrency",
+        "2",
+        "--rate",
+        "50",
+        "--base-url",
+        fake.url,
+    )
+    assert code == 0 and out == ""
+    lines = [msgspec.json.decode(x) for x in target.read_text().splitlines()]
+    assert sorted(x["vmid"] for x in lines) == [9, 10]
+    assert all(x["details"]["usage_log"] == {} for x in lines)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fetch", "12x"),
+        ("fetch", "0"),
+        ("fetch", "5-2"),
+        ("fetch",),
+        ("details", "abc"),
+        ("details", "-3"),
+        ("fetch", "1", "--concurrency", "0"),
+        ("fetch", "--from-file", "/nonexistent"),
+    ],
+)
+async def test_usage_errors_exit_2_with_one_line(fake: FakeHostUp, args: tuple[str, ...]) -> None:
+    code, out, err = await run_cli(*args, "--base-url", fake.url)
+    assert code == 2
+    assert out == ""
+    assert_no_secrets(err)
+    assert (
+        err.strip().splitlines()[-1].startswith(("hostup-async: error:", "usage:"))
+        or "error" in err
+    )
+    assert fake.stats.requests == 0
+
+
+async def test_no_key_exits_2_naming_the_variable(fake: FakeHostUp) -> None:
+    code, _, err = await run_cli("details", "1", "--base-url", fake.url, key=None)
+    assert code == 2
+    assert "HOSTUP_API_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+    assert fake.stats.requests == 0
+
+
+async def test_key_file_is_read_and_never_echoed(fake: FakeHostUp, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(API_KEY + "\n")
+    code, out, err = await run_cli(
+        "fetch", "1", "--api-key-file", str(key_file), "--base-url", fake.url, key=None
+    )
+    assert code == 0
+    assert_no_secrets(out, err, vmids=[1])
+
+
+async def test_wrong_key_exits_1_without_echoing_it(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli("details", "1", "--base-url", fake.url, key="not-the-key-123")
+    assert code == 1
+    assert "AuthenticationError" in err
+    assert "not-the-key-123" not in out + err
+
+
+async def test_demo_runs_offline_and_summarises() -> None:
+    code, out, err = await run_cli("demo", key=None)
+    assert code == 0, err
+    assert "fake HostUp API at http://127.0.0.1:" in err
+    assert "400 VMs" in err and "failed (" in err and "429s" in err
+    assert re.search(r"vm +\d+ +vm\d+\.example\.net", out)
+    assert "Traceback" not in err and "**********" not in out
+
+
+async def test_serve_fake_serves_the_api() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hostup_async",
+        "serve-fake",
+        "--port",
+        str(port),
+        "--api-key",
+        "k1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
+        assert f"http://127.0.0.1:{port}/api" in banner
+        async with HostUpClient("k1", base_url=f"http://127.0.0.1:{port}/api") as client:
+            assert (await client.get_vm_details(3)).hostname == "vm3.example.net"
+    finally:
+        proc.terminate()
+        await proc.communicate()
+
+
+def test_parse_vmids_expands_ranges_lazily() -> None:
+    ranges, total = parse_vmids(["1", "5-7", " ", "100000-999999"])
+    assert total == 1 + 3 + 900000
+    assert [list(r) for r in ranges[:2]] == [[1], [5, 6, 7]]
