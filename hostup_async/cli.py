@@ -161,8 +161,13 @@ class RunStats:
             + f"\nrequests {stats.requests} ({stats.requests / elapsed:.1f}/s), "
             f"latency p50 {p50:.1f} ms p95 {p95:.1f} ms, "
             f"429s {stats.rate_limited}, retries {stats.retries}, "
-            f"rate-limit wait {stats.throttle_wait:.1f} s (summed over requests)"
+            f"rate-limit wait {_per(stats.throttle_wait, stats.requests) * 1000:.0f} ms/request"
         )
+
+
+def _per(total: float, count: int) -> float:
+    """Return ``total / count``, or 0 when nothing was counted."""
+    return total / count if count else 0.0
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -176,23 +181,27 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 # -- progress display ---------------------------------------------------------------------
 
 
+def _progress_detail(p: BulkProgress) -> str:
+    """Describe failures and rate limiting so far, for either progress display."""
+    wait = p.throttle_wait / p.done * 1000 if p.done else 0.0
+    return f"{p.failed} failed, {p.rate_limited} 429s, rate-limit wait {wait:.0f} ms/VM"
+
+
 class _TextProgress:
     """A one-line progress display on stderr, used when rich is not installed."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], total: int | None) -> None:
         self._stream = stream
+        self._total = total
         self._last = 0.0
 
     def update(self, p: BulkProgress) -> None:
         now = time.monotonic()
-        if now - self._last < 0.1 and p.done != p.total:
+        if now - self._last < 0.1 and p.done != self._total:
             return
         self._last = now
-        of = f"/{p.total}" if p.total is not None else ""
-        self._stream.write(
-            f"\r{p.done}{of} VMs, {p.failed} failed, {p.rate_limited} 429s, "
-            f"throttled {p.throttle_wait:.1f} s "
-        )
+        of = f"/{self._total}" if self._total is not None else ""
+        self._stream.write(f"\r{p.done}{of} VMs, {_progress_detail(p)} ")
         self._stream.flush()
 
     def __enter__(self) -> _TextProgress:
@@ -227,8 +236,7 @@ class _RichProgress:
         self._task = self._progress.add_task("fetch", total=total, detail="")
 
     def update(self, p: BulkProgress) -> None:
-        detail = f"{p.failed} failed, {p.rate_limited} 429s, throttled {p.throttle_wait:.1f}s"
-        self._progress.update(self._task, completed=p.done, detail=detail)
+        self._progress.update(self._task, completed=p.done, detail=_progress_detail(p))
 
     def __enter__(self) -> _RichProgress:
         self._progress.start()
@@ -242,10 +250,12 @@ def _progress_display(total: int | None, enabled: bool) -> Any:
     """Return a progress display for stderr, or ``None`` when stderr is not a terminal."""
     if not enabled:
         return None
-    try:
-        return _RichProgress(total)
-    except ImportError:
-        return _TextProgress(sys.stderr)
+    if not os.environ.get("HOSTUP_ASYNC_NO_RICH"):
+        try:
+            return _RichProgress(total)
+        except ImportError:
+            pass  # rich comes with the [cli] extra; the plain line does without it
+    return _TextProgress(sys.stderr, total)
 
 
 # -- commands -----------------------------------------------------------------------------

@@ -225,3 +225,43 @@ def test_parse_vmids_expands_ranges_lazily() -> None:
     ranges, total = parse_vmids(["1", "5-7", " ", "100000-999999"])
     assert total == 1 + 3 + 900000
     assert [list(r) for r in ranges[:2]] == [[1], [5, 6, 7]]
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+async def test_progress_bar_on_a_terminal_stderr(fake: FakeHostUp, rich: bool) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    environ = {**os.environ, "HOSTUP_API_KEY": API_KEY, "COLUMNS": "120"}
+    if not rich:
+        environ["HOSTUP_ASYNC_NO_RICH"] = "1"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hostup_async",
+        "fetch",
+        "1-30",
+        "--base-url",
+        fake.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=slave,
+        env=environ,
+    )
+    os.close(slave)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    text = err.decode(errors="replace")
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 30
+    assert ("fetching" in text) if rich else ("30/30 VMs, 0 failed" in text), text
+    assert "30 VMs in" in text
+    assert API_KEY not in text
