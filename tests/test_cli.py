@@ -217,7 +217,8 @@ async def test_serve_fake_serves_the_api() -> None:
         async with HostUpClient("k1", base_url=f"http://127.0.0.1:{port}/api") as client:
             assert (await client.get_vm_details(3)).hostname == "vm3.example.net"
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await proc.communicate()
 
 
