@@ -1,0 +1,256 @@
+"""The documentation stays true: its code runs, its tables and reference cover the public API.
+
+Every ```python block in docs/*.md compiles; every block not marked ``<!-- no-run ... -->``
+runs, page by page in a fresh process, against the fake server (with ``client``, ``fake`` and
+``vmids`` predefined, top-level ``await`` allowed, blocks of a page sharing one namespace as a
+reader's would). Docstring examples are run with doctest.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import inspect
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import ModuleType
+
+import msgspec
+import pytest
+
+import hostup_async
+import hostup_async.testing
+from hostup_async import _exceptions
+from hostup_async.testing import FakeHostUp
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+FENCE = re.compile(r"^(?P<marker><!-- no-run[^>]*-->\n)?```python\n(?P<code>.*?)^```$", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    line: int
+    code: str
+    run: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for m in FENCE.finditer(text):
+        if m["code"].lstrip().startswith("--8<--"):
+            continue  # an included example file: tests/test_examples.py runs those
+        line = text.count("\n", 0, m.start("code")) + 1
+        name = str(page.relative_to(ROOT))
+        found.append(Block(name, line, m["code"], run=m["marker"] is None))
+    return found
+
+
+ALL_BLOCKS = [b for page in PAGES for b in blocks(page)]
+
+
+def test_the_docs_have_code() -> None:
+    assert len(ALL_BLOCKS) >= 20
+    assert sum(b.run for b in ALL_BLOCKS) >= 15
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS, ids=lambda b: b.where)
+def test_every_block_compiles(block: Block) -> None:
+    compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+# Runs the blocks of one page in order, in one namespace, against a fake server.
+HARNESS = """
+import ast, asyncio, inspect, json, sys, traceback
+from hostup_async import HostUpClient
+from hostup_async.testing import FakeHostUp
+
+async def main():
+    blocks = json.load(sys.stdin)
+    async with FakeHostUp(api_key="docs-key", forbidden={7, 403}, missing={42, 404}) as fake:
+        async with HostUpClient("docs-key", base_url=fake.url, rate_limit=None) as client:
+            ns = {"__name__": "__docs__", "asyncio": asyncio, "client": client, "fake": fake,
+                  "vmids": [1, 2, 3, 7, 42]}
+            for where, code in blocks:
+                try:
+                    compiled = compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                    result = eval(compiled, ns)
+                    if inspect.iscoroutine(result):
+                        await result
+                except BaseException:
+                    print(f"FAILED {where}\\n{traceback.format_exc()}", file=sys.stderr)
+                    return 1
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+RUNNABLE_PAGES = sorted({b.page for b in ALL_BLOCKS if b.run})
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_page_code_runs_against_the_fake_server(page: str) -> None:
+    runnable = [(b.where, b.code) for b in ALL_BLOCKS if b.page == page and b.run]
+    for where, code in runnable:
+        # A nested event loop cannot start inside the harness: mark such blocks no-run.
+        assert "asyncio.run(" not in code, f"{where}: mark it <!-- no-run: why -->"
+    env = {k: v for k, v in os.environ.items() if k != "HOSTUP_API_KEY"}  # no real calls
+    result = subprocess.run(
+        [sys.executable, "-c", HARNESS],
+        input=json.dumps(runnable),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_run_blocks_say_why() -> None:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
+    markers = re.findall(r"<!-- no-run(.*?)-->", text)
+    assert markers
+    assert all(m.strip().startswith(":") and len(m) > 5 for m in markers), markers
+
+
+# -- the docs cover the API -------------------------------------------------------------
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def reference() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in (DOCS / "reference").glob("*.md"))
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("hostup_async", sorted(set(hostup_async.__all__) - {"__version__"})),
+        ("hostup_async.testing", sorted(hostup_async.testing.__all__)),
+    ],
+)
+def test_every_public_name_is_in_the_api_reference(module: str, names: list[str]) -> None:
+    ref = reference()
+    missing = [n for n in names if f"::: {module}.{n}\n" not in ref]
+    assert not missing
+
+
+def fenced_tree(text: str) -> str:
+    start = text.index("HostUpError\n├")
+    return text[start : text.index("```", start)].strip()
+
+
+def test_error_tree_is_the_one_in_the_code() -> None:
+    assert _exceptions.__doc__ is not None
+    assert fenced_tree(page("errors.md")) == fenced_tree(_exceptions.__doc__)
+
+
+def test_error_tree_names_every_error() -> None:
+    tree = fenced_tree(page("errors.md"))
+    errors = {
+        name
+        for name in hostup_async.__all__
+        if isinstance(getattr(hostup_async, name), type)
+        and issubclass(getattr(hostup_async, name), hostup_async.HostUpError)
+    }
+    assert errors == {"HostUpError", *re.findall(r"[├└]── (\w+)", tree)}
+
+
+def field_rows(text: str) -> set[str]:
+    return set(re.findall(r"^\| `(\w+)`", text, re.M))
+
+
+@pytest.mark.parametrize(
+    "struct",
+    [
+        hostup_async.VMDetails,
+        hostup_async.UsageSample,
+        hostup_async.BandwidthUsage,
+        hostup_async.Credentials,
+        hostup_async.Pricing,
+        hostup_async.PricingCycle,
+        hostup_async.BillingCycle,
+        hostup_async.CycleOption,
+    ],
+)
+def test_models_page_has_a_row_for_every_field(struct: type[msgspec.Struct]) -> None:
+    text = page("models.md")
+    heading = re.search(rf"^#+ {struct.__name__}\n", text, re.M)
+    assert heading is not None
+    section = text[heading.end() :]
+    table = section[: section.index("\n\n", section.index("|---"))]
+    documented = re.findall(r"^\| `(\w+)`", table, re.M)
+    assert documented == [f.name for f in msgspec.structs.fields(struct)]
+
+
+def test_bulk_and_retry_pages_have_a_row_for_every_field() -> None:
+    bulk, retries = field_rows(page("bulk.md")), page("retries.md")
+    assert {f.name for f in fields(hostup_async.VMResult)} | {"ok"} <= bulk
+    assert {f.name for f in fields(hostup_async.BulkProgress)} | {"ok"} <= bulk | {"failed"}
+    assert all(f"`{f.name}`" in retries for f in fields(hostup_async.AttemptEvent))
+
+
+def test_testing_page_has_a_row_for_every_fake_server_option() -> None:
+    text = page("testing.md")
+    options = set(inspect.signature(FakeHostUp).parameters)
+    missing = [o for o in options if f"`{o}`" not in text]
+    assert not missing
+
+
+def test_getting_started_lists_every_client_option() -> None:
+    rows = field_rows(page("getting-started.md"))
+    assert set(inspect.signature(hostup_async.HostUpClient).parameters) <= rows
+
+
+# -- docstrings -------------------------------------------------------------------------
+
+
+def package_modules() -> list[ModuleType]:
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(hostup_async.__path__, "hostup_async.")
+        if not m.name.endswith("__main__")  # importing it runs the command line
+    ]
+    return [hostup_async, *(importlib.import_module(n) for n in sorted(names))]
+
+
+def test_docstring_examples_pass_doctest() -> None:
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for module in package_modules():
+        for test in finder.find(module):
+            runner.run(test)
+    assert runner.failures == 0
+
+
+def test_fenced_examples_in_docstrings_compile() -> None:
+    count = 0
+    for module in package_modules():
+        docs = [module.__doc__ or ""] + [
+            obj.__doc__ or ""
+            for _, obj in inspect.getmembers(module)
+            if (inspect.isclass(obj) or inspect.isfunction(obj))
+            and obj.__module__ == module.__name__
+        ]
+        for doc in docs:
+            for code in re.findall(r"```python\n(.*?)```", inspect.cleandoc(doc), re.S):
+                compile(code, module.__name__, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                count += 1
+    assert count >= 1
