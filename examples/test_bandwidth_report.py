@@ -3,7 +3,8 @@
     pytest examples/test_bandwidth_report.py
 
 The plugin is registered when hostup-async is installed: ``hostup_client`` is a client for a
-fresh ``hostup_fake`` server, configured per test with the ``hostup_fake`` marker. It needs
+fresh ``hostup_fake`` server, configured per test with the ``hostup_fake`` and ``hostup_client``
+markers. It needs
 pytest-asyncio (here in auto mode, as this project's pyproject.toml sets it).
 """
 
@@ -35,6 +36,17 @@ async def test_report_survives_a_flaky_gateway(
     assert "3 VMs, 0 failed" in capsys.readouterr().out
     assert hostup_fake.stats.by_status[503] == 1
     assert hostup_fake.stats.by_status[502] == 1
+
+
+@pytest.mark.hostup_client(max_retries=0)  # options for the client: no retries at all
+async def test_without_retries_a_gateway_error_fails_that_vm(
+    hostup_fake: FakeHostUp, hostup_client: HostUpClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostup_fake.inject(Fault.http(502, html=True), vmid=2)
+    await bandwidth_report(hostup_client, [1, 2, 3], hours=24)
+    out = capsys.readouterr().out
+    assert "2 VMs, 1 failed" in out
+    assert "2 (ServerError)" in out  # an HTML page carries no code
 
 
 @pytest.mark.hostup_fake(forbidden={7})

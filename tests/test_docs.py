@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import doctest
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -254,3 +255,47 @@ def test_fenced_examples_in_docstrings_compile() -> None:
                 compile(code, module.__name__, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
                 count += 1
     assert count >= 1
+
+
+# -- the benchmarks page ----------------------------------------------------------------
+
+
+def bench_hook() -> ModuleType:
+    path = DOCS / "_hooks" / "benchmarks.py"
+    spec = importlib.util.spec_from_file_location("bench_hook", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmarks_page_has_the_marker_the_hook_fills() -> None:
+    assert bench_hook().MARKER in page("benchmarks.md")
+
+
+def test_benchmarks_hook_renders_machine_targets_and_chart() -> None:
+    results = {
+        "updated": "2026-01-02T03:04:05+00:00",
+        "machine": {"cpu": "Test CPU", "logical_cores": 2, "python": "3.11.7", "git": "abc"},
+        "targets": [
+            {"target": "t1", "value": 0.5, "limit": 1.0, "kind": "<=", "holds": True},
+            {"target": "t2", "value": 0.8, "limit": 0.9, "kind": ">=", "holds": False},
+        ],
+        "benchmarks": {"decode": {"cases": "not what the hook expects"}},
+    }
+    text = bench_hook().render(results, chart=True)
+    assert "Measured 2026-01-02 on Test CPU, 2 logical cores, Python 3.11.7" in text
+    assert "| t1 | 0.5 | <= 1 | yes |" in text
+    assert "| t2 | 0.8 | >= 0.9 | **no** |" in text
+    assert "](img/benchmark-targets.png)" in text
+    assert "nox -s bench" in bench_hook().render(None, chart=False)
+
+
+def test_benchmarks_hook_renders_the_latest_results_if_any() -> None:
+    hook = bench_hook()
+    results = hook.load()
+    if results is None:
+        assert "No results yet" in hook.render(None, chart=False)
+        return
+    text = hook.render(results, chart=False)
+    assert text.count("\n| ") >= len(results.get("targets", []))
