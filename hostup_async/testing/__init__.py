@@ -5,9 +5,36 @@ async with FakeHostUp(forbidden={7}) as fake:
     async with HostUpClient("test-key", base_url=fake.url) as client:
         vm = await client.get_vm_details(1)
 ```
+
+Seeded faults over a whole run, and a hidden rate limit:
+
+```python
+plan = FaultPlan(seed=1, flaky=0.2, streak=2, forbidden=0.01)
+async with FakeHostUp(faults=plan, rate_limit=100) as fake:
+    ...
+```
 """
 
-from ._faults import Fault, FaultKind
+from ._faults import (
+    PERMANENT_KINDS,
+    TRANSIENT_KINDS,
+    Fault,
+    FaultKind,
+    FaultPlan,
+    PermanentKind,
+    TransientKind,
+)
 from ._server import FakeHostUp, FakeStats, RecordedRequest
 
-__all__ = ["Fault", "FaultKind", "FakeHostUp", "FakeStats", "RecordedRequest"]
+__all__ = [
+    "PERMANENT_KINDS",
+    "TRANSIENT_KINDS",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "FakeHostUp",
+    "FakeStats",
+    "PermanentKind",
+    "RecordedRequest",
+    "TransientKind",
+]

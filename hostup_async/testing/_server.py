@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -23,7 +23,7 @@ from ._data import (
     usage_log_variant,
     vm_data,
 )
-from ._faults import Fault, apply_fault
+from ._faults import DROPPED, Fault, FaultPlan, apply_fault, fault_label
 
 __all__ = [
     "FakeHostUp",
@@ -75,6 +75,11 @@ class FakeStats:
     """Most requests that were being answered at once."""
     recent: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=100_000))
     """The latest requests, oldest first (bounded)."""
+    faults: Counter[str] = field(default_factory=Counter)
+    """Faults carried out, by kind (``503``, ``html_502``, ``drop``, ``forbidden``...);
+    ``rate_limit`` counts 429s of the hidden rate limit."""
+    dropped: int = 0
+    """Connections closed without an answer."""
 
 
 class _FixedWindow:
@@ -83,13 +88,16 @@ class _FixedWindow:
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._start = 0.0
+        self._start: float | None = None
         self._count = 0
 
     def admit(self, now: float) -> float | None:
         """Count a request; return ``None`` if admitted, else seconds until the window resets."""
-        if now - self._start >= self.window:
-            self._start = now - ((now - self._start) % self.window) if self._start else now
+        if self._start is None:
+            self._start = now
+        elif now - self._start >= self.window:
+            # Windows stay aligned to the first request, as a gateway's clock would.
+            self._start = now - (now - self._start) % self.window
             self._count = 0
         if self._count < self.limit:
             self._count += 1
@@ -97,13 +105,39 @@ class _FixedWindow:
         return self._start + self.window - now
 
 
+class _SlidingWindow:
+    """A hidden rate limit over a sliding window: at most ``limit`` in any ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._admitted: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """Count a request; return ``None`` if admitted, else seconds until one more fits."""
+        admitted = self._admitted
+        while admitted and now - admitted[0] >= self.window:
+            admitted.popleft()
+        if len(admitted) < self.limit:
+            admitted.append(now)
+            return None
+        return admitted[0] + self.window - now
+
+
 class FakeHostUp:
     """A fake HostUp API with realistic generated VMs, served over real HTTP on loopback.
 
     Any vmid has a deterministic VM, except those in ``missing`` or above ``max_vmid``
-    (404) and those in ``forbidden`` (403). A wrong ``X-API-Key`` gets 401. With
-    ``rate_limit`` set, more than that many requests per ``rate_window`` seconds get 429
-    with ``retryAfter``, like a real gateway's fixed window.
+    (404) and those in ``forbidden`` (403). A wrong ``X-API-Key`` gets 401.
+
+    With ``rate_limit`` set, a hidden rate limit answers 429 with ``retryAfter`` (the
+    seconds until a request would fit) once more than ``rate_limit`` requests arrive per
+    ``rate_window`` seconds: in fixed windows aligned to the first request
+    (``rate_mode="fixed"``, as many gateways count), or in any window
+    (``rate_mode="sliding"``). Refused requests do not count against the limit.
+
+    ``faults`` takes a seeded ``FaultPlan`` of transient and permanent faults; ``inject``
+    queues one-shot faults, which go first. ``stats`` counts what happened.
     """
 
     def __init__(
@@ -116,12 +150,22 @@ class FakeHostUp:
         max_vmid: int | None = None,
         rate_limit: int | None = None,
         rate_window: float = 1.0,
+        rate_mode: Literal["fixed", "sliding"] = "fixed",
         latency: float = 0.0,
+        faults: FaultPlan | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if usage_log_hours < 0:
             raise ValueError("usage_log_hours must be 0 or more")
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError("rate_limit must be 1 or more (or None for no limit)")
+        if rate_window <= 0:
+            raise ValueError("rate_window must be above 0")
+        if rate_mode not in ("fixed", "sliding"):
+            raise ValueError("rate_mode must be 'fixed' or 'sliding'")
+        if faults is not None and not isinstance(faults, FaultPlan):
+            raise TypeError("faults must be a FaultPlan")
         self.api_key = api_key
         """The only key the server accepts."""
         self.usage_log_hours = usage_log_hours
@@ -134,9 +178,13 @@ class FakeHostUp:
         """vmids above this are answered with 404 (``None``: no limit)."""
         self.latency = latency
         """Seconds added before every answer."""
+        self.faults = faults
+        """The seeded fault plan, or ``None``; it may be swapped between requests."""
         self.stats = FakeStats()
         """What the server has seen so far."""
-        self._limit = _FixedWindow(rate_limit, rate_window) if rate_limit else None
+        window = _SlidingWindow if rate_mode == "sliding" else _FixedWindow
+        self._limit = window(rate_limit, rate_window) if rate_limit is not None else None
+        self._seen: Counter[str] = Counter()
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -163,7 +211,10 @@ class FakeHostUp:
 
     async def start(self) -> str:
         """Start serving on loopback and return the base URL to give a client."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A short shutdown timeout: stopping must not wait for stalled fault handlers.
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
         await site.start()
@@ -221,7 +272,10 @@ class FakeHostUp:
             response = await self._respond(request, build)
         finally:
             stats.in_flight -= 1
-        stats.by_status[response.status] += 1
+        if response is DROPPED:
+            stats.dropped += 1
+        else:
+            stats.by_status[response.status] += 1
         return response
 
     async def _respond(self, request: web.Request, build: Any) -> web.StreamResponse:
@@ -237,15 +291,25 @@ class FakeHostUp:
         if self._limit is not None:
             wait = self._limit.admit(time.monotonic())
             if wait is not None:
+                self.stats.faults["rate_limit"] += 1
                 return rate_limited_response(wait)
-        if self.latency:
-            await asyncio.sleep(self.latency)
         try:
             vmid = int(request.match_info["vmid"])
         except ValueError:
             vmid = 0
+        plan = self.faults
+        # Count per endpoint of a vmid, so the plan's draws do not depend on arrival order.
+        endpoint = request.path.rsplit("/", 1)[-1]
+        nth = self._seen[request.path]
+        self._seen[request.path] += 1
+        delay = self.latency + (plan.delay(vmid, endpoint, nth) if plan is not None else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         fault = self._next_fault(vmid)
+        if fault is None and plan is not None:
+            fault = plan.transient_fault(vmid, endpoint, nth)
         if fault is not None:
+            self.stats.faults[fault_label(fault)] += 1
             faulted = await apply_fault(fault, request, build(max(vmid, 1)))
             if faulted is not None:
                 return faulted
@@ -255,6 +319,10 @@ class FakeHostUp:
             return error_response(404, "NOT_FOUND", "Servern hittades inte")
         if vmid in self.forbidden:
             return error_response(403, "FORBIDDEN", "You do not have access to this server")
+        permanent = plan.permanent(vmid) if plan is not None else None
+        if permanent is not None:
+            self.stats.faults[permanent] += 1
+            return _permanent_response(permanent)
         body: bytes = build(vmid)
         return web.Response(body=body, content_type="application/json")
 
@@ -265,6 +333,18 @@ class FakeHostUp:
 
     def _billing_body(self, vmid: int) -> bytes:
         return b"".join((_head(), msgspec.json.encode(billing_cycle_data(vmid)), b"}"))
+
+
+def _permanent_response(kind: str) -> web.Response:
+    """Return the answer a vmid with a permanent fault always gets."""
+    if kind == "forbidden":
+        return error_response(403, "FORBIDDEN", "You do not have access to this server")
+    if kind == "missing":
+        return error_response(404, "NOT_FOUND", "Servern hittades inte")
+    if kind == "unsuccessful":
+        return unsuccessful_response()
+    # mismatched: valid JSON, success true, but ``data`` is not an object.
+    return web.Response(body=_head() + b'["not", "a", "vm"]}', content_type="application/json")
 
 
 def _head() -> bytes:
