@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "ADAPTIVE_BACKOFF",
+    "ADAPTIVE_MIN_RATE",
+    "ADAPTIVE_PROBE_HOLD",
+    "ADAPTIVE_PROBE_INTERVAL",
+    "ADAPTIVE_PROBE_STEP",
     "API_KEY_ENV",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -11,6 +16,10 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
+    "PAUSE_JITTER",
+    "PAUSE_JITTER_CAP",
+    "RATE_BURST_SECONDS",
+    "RATE_LIMIT_PAUSE",
     "RETRYABLE_STATUSES",
 ]
 
@@ -43,3 +52,36 @@ BACKOFF_CAP = 20.0
 #: 500 is included because these endpoints are idempotent reads and real gateways
 #: answer 500 for transient upstream faults.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+#: The rate limiter's burst, in seconds of rate: after an idle spell this many seconds'
+#: worth of requests may go at once (at least one). Kept short because a burst on top of
+#: a full second of steady rate is exactly what trips a server's sliding window.
+RATE_BURST_SECONDS = 0.1
+
+#: Seconds the whole client pauses after a 429 that gave no ``retryAfter``.
+RATE_LIMIT_PAUSE = 1.0
+
+#: Share of a client-wide pause by which each waiting request wakes later, at random,
+#: so paused requests do not all go at the instant the pause ends.
+PAUSE_JITTER = 0.2
+
+#: Most seconds of that spread, however long the pause.
+PAUSE_JITTER_CAP = 2.0
+
+#: Adaptive rate limiting: after a 429 the rate drops to this share of what the server
+#: was measured to accept (AWS adaptive mode uses 0.7; the measurement here is direct,
+#: so a smaller safety margin keeps more throughput).
+ADAPTIVE_BACKOFF = 0.9
+
+#: The adaptive rate never drops below this many requests per second; ``retryAfter``
+#: pauses still hold the client back further when the server asks for it.
+ADAPTIVE_MIN_RATE = 0.5
+
+#: Seconds after a 429's pause ends before the adaptive rate starts probing upwards.
+ADAPTIVE_PROBE_HOLD = 2.0
+
+#: Seconds between two upward probes while no 429 arrives and the limit is being used.
+ADAPTIVE_PROBE_INTERVAL = 1.0
+
+#: Factor of one upward probe of the adaptive rate.
+ADAPTIVE_PROBE_STEP = 1.05

@@ -1,42 +1,219 @@
-"""Client-wide pacing: the request rate limit and the pause every request honours after a 429."""
+"""Client-wide pacing: an adaptive request rate limit, plus the pause every request honours after a 429.
+
+How the adaptive limit works (in the spirit of the AWS SDKs' "adaptive" retry mode, but
+driven by plain 429s and their ``retryAfter``):
+
+- The rate starts at the configured ``rate_limit`` (or unlimited when it is ``None``).
+- A 429 pauses the whole client for the server's wait (each request then wakes with a
+  little jitter), and lowers the rate to ``ADAPTIVE_BACKOFF`` times what the server was
+  measured to accept: the requests it answered (not with 429) over the last
+  ``max(1 s, retryAfter)``, divided by that span *plus* the wait it asked for. That
+  ratio is the server's window read straight off the wire: a gateway that allows 100 per
+  second and refuses the 101st at 0.2 s with ``retryAfter`` 0.8 gives 100 / 1.0 s.
+- The 429s of requests sent before that decision are the same burst and change nothing
+  more; a 429 that arrives before anything was accepted only pauses, since it says
+  nothing about the rate.
+- ``ADAPTIVE_PROBE_HOLD`` seconds after the pause, while no 429 arrives and the client
+  actually uses its rate, the rate climbs by ``ADAPTIVE_PROBE_STEP`` every
+  ``ADAPTIVE_PROBE_INTERVAL`` seconds, never above the configured ``rate_limit``. A client
+  without a configured limit keeps the learned one, since it was told once that
+  unlimited is too fast.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import random
+from collections import deque
 
 from aiolimiter import AsyncLimiter
 
-__all__ = ["Throttle"]
+from ._constants import (
+    ADAPTIVE_BACKOFF,
+    ADAPTIVE_MIN_RATE,
+    ADAPTIVE_PROBE_HOLD,
+    ADAPTIVE_PROBE_INTERVAL,
+    ADAPTIVE_PROBE_STEP,
+    RATE_BURST_SECONDS,
+    RATE_LIMIT_PAUSE,
+)
+from ._retry import pause_spread
+
+__all__ = ["AdjustableLimiter", "Throttle"]
+
+logger = logging.getLogger("hostup_async")
+
+# Longest span of accepted requests a rate estimate looks back over, and how many send
+# times are kept for it: enough for a one-minute server window at a few hundred req/s.
+_MAX_SPAN = 60.0
+_MAX_KEPT = 50_000
+# A probe raises the rate only when the client sent at least this share of it: a client
+# that is not using its rate learns nothing by raising it.
+_BUSY_SHARE = 0.8
+
+
+def _bucket(rate: float) -> tuple[float, float]:
+    """Return aiolimiter's ``(max_rate, time_period)`` for ``rate`` per second and a short burst."""
+    capacity = max(1.0, rate * RATE_BURST_SECONDS)
+    return capacity, capacity / rate
+
+
+class AdjustableLimiter(AsyncLimiter):
+    """aiolimiter's leaky bucket, with a rate that can change while tasks wait on it.
+
+    Subclassed rather than rebuilt on every change: a new limiter would strand the tasks
+    queued on the old one, which would then drain at the old rate. Changing the rate in
+    place keeps the queue and its order. Only what every aiolimiter 1.x has is touched:
+    ``max_rate``, ``time_period``, ``_rate_per_sec``, ``_level`` and ``_leak()``; the
+    waker (aiolimiter 1.2+) is re-armed when present.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(*_bucket(rate))
+
+    @property
+    def rate(self) -> float:
+        """Requests per second allowed now."""
+        return self._rate_per_sec
+
+    def set_rate(self, rate: float) -> None:
+        """Allow ``rate`` requests per second from now on (a burst of ``RATE_BURST_SECONDS``)."""
+        self._leak()  # settle what drained at the old rate before switching
+        self.max_rate, self.time_period = _bucket(rate)
+        self._rate_per_sec = rate
+        self._level = min(self._level, self.max_rate)
+        wake = getattr(self, "_wake_next", None)
+        if wake is not None:
+            wake()  # the sleeping waiter's timer was set for the old rate
 
 
 class Throttle:
-    """Paces every request of one client: a rate limit, plus a shared pause after a 429.
+    """Paces every request of one client: an adaptive rate limit, plus a shared pause after a 429.
 
     The pause is what keeps one 429 from turning into a retry storm: every request of the
     client, not just the one that was refused, waits until the server's wait is over.
+    The rate limit adapts to what the server accepts, as the module docstring explains.
     """
 
     def __init__(self, rate_limit: float | None) -> None:
-        #: Requests per second, or ``None`` for no client-side limit.
+        #: Configured requests per second, the ceiling of the adaptive rate (``None``: none).
         self.rate_limit = rate_limit
-        # Burst capacity equals one second of rate, aiolimiter's own leaky bucket.
-        self._limiter = AsyncLimiter(rate_limit, 1.0) if rate_limit is not None else None
+        self._limiter = AdjustableLimiter(rate_limit) if rate_limit is not None else None
         self._paused_until = 0.0
+        self._pause_spread = 0.0
         #: Seconds spent waiting for the limiter or a pause, summed over all requests.
         self.waited = 0.0
+        #: Times a 429 lowered the rate.
+        self.lowered = 0
+        self._accepted: deque[float] = deque(maxlen=_MAX_KEPT)
+        self._first_send: float | None = None
+        self._epoch = -math.inf
+        self._next_probe = math.inf
+        self._sent = 0
+        self._probe_mark = (0.0, 0)  # (time, sends) when the probe interval began
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second allowed now, or ``None`` while there is no limit."""
+        return self._limiter.rate if self._limiter is not None else None
 
     def pause(self, seconds: float) -> None:
         """Hold every request of the client for ``seconds`` from now (never shortening a pause)."""
         until = asyncio.get_running_loop().time() + seconds
-        self._paused_until = max(self._paused_until, until)
+        if until > self._paused_until:
+            self._paused_until = until
+            self._pause_spread = pause_spread(seconds)
 
-    async def acquire(self) -> None:
-        """Wait for the pause to end and for the rate limit to allow one more request."""
+    async def acquire(self) -> float:
+        """Wait for the pause to end and the rate limit to allow a request; return the send time."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while True:
+            await self._sit_out_pause(loop)
+            limiter = self._limiter  # a first 429 may have created one during the pause
+            if limiter is None:
+                break
+            await limiter.acquire()
+            # A 429 may have arrived while this request queued for the limiter: its place
+            # was earned at the old rate, so sit out the pause and queue again at the new one.
+            if self._paused_until <= loop.time():
+                break
+        now = loop.time()
+        self.waited += now - start
+        if self._first_send is None:
+            self._first_send = now
+        self._sent += 1
+        if now >= self._next_probe:
+            self._probe(now)
+        return now
+
+    async def _sit_out_pause(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sleep until the pause is over, plus this waiter's own share of the spread."""
+        # A loop, not an Event: another 429 may extend the pause while we sleep. Each
+        # waiter wakes at its own random point after the pause, so they do not go together.
         while (delay := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(delay)
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        self.waited += loop.time() - start
+            await asyncio.sleep(delay + self._pause_spread * random.random())
+
+    def on_accepted(self, sent_at: float) -> None:
+        """Record that the server answered a request sent at ``sent_at`` without a 429."""
+        self._accepted.append(sent_at)
+        if self._first_send is None or sent_at < self._first_send:
+            self._first_send = sent_at
+
+    def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
+        """React to a 429 for a request sent at ``sent_at``: pause, and lower the rate once."""
+        now = asyncio.get_running_loop().time()
+        wait = RATE_LIMIT_PAUSE if retry_after is None else retry_after
+        self.pause(wait)
+        if sent_at < self._epoch or self._first_send is None:
+            return  # part of a burst already acted on
+        span = min(max(1.0, wait), _MAX_SPAN, now - self._first_send)
+        cutoff = now - span
+        accepted = 0
+        for t in reversed(self._accepted):
+            if t >= cutoff:
+                accepted += 1
+            elif t < cutoff - span:  # answers arrive a little out of send order
+                break
+        if accepted == 0:
+            return  # nothing accepted yet: the pause is all this 429 tells us
+        measured = accepted / (span + wait)
+        current = self.rate if self.rate is not None else math.inf
+        new = max(ADAPTIVE_MIN_RATE, min(current, measured) * ADAPTIVE_BACKOFF)
+        self._set_rate(new)
+        self.lowered += 1
+        self._epoch = now
+        self._next_probe = now + wait + ADAPTIVE_PROBE_HOLD
+        self._probe_mark = (now + wait, self._sent)
+        logger.debug(
+            "429: rate lowered to %.1f req/s (server accepted about %.1f req/s)", new, measured
+        )
+
+    def _probe(self, now: float) -> None:
+        """Raise the rate one step if the client used it over the last interval."""
+        rate = self.rate
+        if rate is None:  # pragma: no cover - probes are only scheduled once a rate is set
+            self._next_probe = math.inf
+            return
+        since, sent = self._probe_mark
+        used = (self._sent - sent) / max(now - since, 1e-9)
+        self._probe_mark = (now, self._sent)
+        self._next_probe = now + ADAPTIVE_PROBE_INTERVAL
+        if used < rate * _BUSY_SHARE:
+            return
+        new = rate * ADAPTIVE_PROBE_STEP
+        if self.rate_limit is not None and new >= self.rate_limit:
+            new = self.rate_limit
+            self._next_probe = math.inf  # back at the configured rate: nothing to probe
+        self._set_rate(new)
+        logger.debug("no 429 lately: rate raised to %.1f req/s", new)
+
+    def _set_rate(self, rate: float) -> None:
+        if self._limiter is None:
+            self._limiter = AdjustableLimiter(rate)
+        else:
+            self._limiter.set_rate(rate)

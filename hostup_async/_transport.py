@@ -37,14 +37,15 @@ _MAX_ERROR_TEXT = 500
 
 
 class _Answer:
-    """What one attempt got back: status, headers and the whole body."""
+    """What one attempt got back: status, headers, the whole body, and when it was sent."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "sent_at", "status")
 
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+    def __init__(self, status: int, headers: Any, body: bytes, sent_at: float) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.sent_at = sent_at
 
 
 class Transport:
@@ -96,18 +97,24 @@ class Transport:
             except HostUpError as exc:
                 error: HostUpError = exc
             else:
+                self._throttle.on_accepted(answer.sent_at)
                 self._budget.on_success(spent)
                 request_id = getattr(result, "request_id", None)
                 self._report(path, attempt, answer, None, request_id, started, None)
                 return result
 
+            if answer is not None:
+                # Every 429 paces the whole client (pause, adaptive rate), retried or not;
+                # any other answer shows a request the server's rate limit let through.
+                if isinstance(error, RateLimitError) and answer.status == 429:
+                    self._throttle.on_rate_limited(answer.sent_at, error.retry_after)
+                else:
+                    self._throttle.on_accepted(answer.sent_at)
             body_is_json = answer is None or sniff_status(answer.body) is not None
             retry_in: float | None = None
             if attempt <= max_retries and is_retryable(error, body_is_json):
                 server_wait = server_wait_of(error, answer.headers if answer else None)
                 retry_in = retry_delay(attempt - 1, server_wait)
-                if isinstance(error, RateLimitError):
-                    self._throttle.pause(server_wait if server_wait is not None else retry_in)
                 cost = (
                     self._budget.timeout_cost
                     if isinstance(error, RequestTimeoutError)
@@ -131,7 +138,7 @@ class Transport:
         url = self._base_url + path
         async with self._slots:
             before = self._throttle.waited
-            await self._throttle.acquire()
+            sent_at = await self._throttle.acquire()
             self._stats.throttle_wait += self._throttle.waited - before
             self._stats.requests += 1
             try:
@@ -142,7 +149,7 @@ class Transport:
                     allow_redirects=False,
                 ) as response:
                     body = await response.read()
-                    return _Answer(response.status, response.headers, body)
+                    return _Answer(response.status, response.headers, body, sent_at)
             except asyncio.TimeoutError:
                 raise RequestTimeoutError(
                     f"GET {path} took longer than its {timeout:g} s timeout"
