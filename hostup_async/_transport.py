@@ -14,6 +14,7 @@ import msgspec
 from ._events import AttemptEvent, AttemptHook, ClientStats
 from ._exceptions import (
     APIError,
+    DecodeError,
     HostUpError,
     RateLimitError,
     RequestTimeoutError,
@@ -166,7 +167,17 @@ class Transport:
     def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
         """Decode a 2xx answer, or build the typed error for any other status."""
         if 200 <= answer.status < 300:
-            return decode(answer.body, answer.status)
+            try:
+                return decode(answer.body, answer.status)
+            except HostUpError:
+                raise
+            except (ValueError, TypeError) as exc:
+                # Defence in depth: whatever a decoder lets slip (such as a UnicodeDecodeError
+                # from invalid UTF-8 inside a string), callers only ever see HostUp errors.
+                raise DecodeError(
+                    f"response body could not be decoded ({type(exc).__name__})",
+                    request_id=_text(getattr(sniff_status(answer.body), "request_id", None)),
+                ) from None
         raise self._api_error(answer)
 
     def _api_error(self, answer: _Answer) -> APIError:
@@ -177,7 +188,11 @@ class Transport:
         head = sniff_status(answer.body)
         body: Any
         if head is not None:
-            body = msgspec.json.decode(answer.body)
+            try:
+                body = msgspec.json.decode(answer.body)
+            except (msgspec.DecodeError, ValueError):  # JSON-shaped, but not valid (bad UTF-8)
+                head = None
+        if head is not None:
             message = _text(head.message) or _text(head.error)
             code = _text(head.code)
             request_id = _text(head.request_id)
