@@ -169,6 +169,8 @@ class Transport:
         if 200 <= answer.status < 300:
             try:
                 return decode(answer.body, answer.status)
+            except APIError as exc:  # success: false; its text came from the server
+                raise self._redact_error(exc) from None
             except HostUpError:
                 raise
             except (ValueError, TypeError) as exc:
@@ -189,7 +191,7 @@ class Transport:
         body: Any
         if head is not None:
             try:
-                body = msgspec.json.decode(answer.body)
+                body = self._redact_value(msgspec.json.decode(answer.body))
             except (msgspec.DecodeError, ValueError):  # JSON-shaped, but not valid (bad UTF-8)
                 head = None
         if head is not None:
@@ -215,6 +217,23 @@ class Transport:
                 retry_after=retry_after,
             )
         return cls(message, status=status, code=code, request_id=request_id, body=body)
+
+    def _redact_error(self, error: APIError) -> APIError:
+        """Remove the API key from an error built from a server's body, should it echo it."""
+        error.message = self._redact(error.message)
+        error.body = self._redact_value(error.body)
+        error.args = (error.message, *error.args[1:])
+        return error
+
+    def _redact_value(self, value: Any) -> Any:
+        """Redact a decoded JSON value: strings, and the strings inside lists and dicts."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, list):
+            return [self._redact_value(v) for v in value]
+        if isinstance(value, dict):
+            return {self._redact_value(k): self._redact_value(v) for k, v in value.items()}
+        return value
 
     def _redact(self, text: str) -> str:
         """Remove the API key from text that came from elsewhere, should it ever echo it."""

@@ -18,7 +18,7 @@ from hostup_async import (
     ServerError,
     TransportError,
 )
-from hostup_async._retry import backoff_delay, parse_retry_after, retry_delay
+from hostup_async._retry import backoff_delay, parse_retry_after, pause_spread, retry_delay
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY
@@ -72,6 +72,13 @@ def test_server_wait_is_a_floor_with_jitter_after_it(attempt: int, wait: float, 
     delay = retry_delay(attempt, wait, rand=lambda: r)
     assert delay >= wait
     assert delay <= wait + 20.0
+
+
+def test_pause_spread_is_a_capped_share_of_the_pause() -> None:
+    assert pause_spread(0.0) == 0.0
+    assert pause_spread(-1.0) == 0.0
+    assert pause_spread(0.5) == pytest.approx(0.1)
+    assert pause_spread(3600.0) == 2.0
 
 
 def test_retry_budget_spends_refunds_and_refills() -> None:
