@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -70,8 +71,6 @@ def main() -> None:
     asyncio.run(serve(args.hours, args.port, args.key))
     # The stdin reader thread may still block; don't wait for it.
     sys.stdout.flush()
-    import os
-
     os._exit(0)
 
 
