@@ -90,14 +90,20 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
             answer: _Answer | None = None
-            try:
-                answer = await self._send(path, timeout)
-                result = self._interpret(answer, decode)
-            except HostUpError as exc:
-                error: HostUpError = exc
-            else:
+            # The slot is held for one attempt only: backoff sleeps below let others run.
+            async with self._slots:
+                sent_at = await self._pace()
+                started = time.perf_counter()  # latency excludes the wait for the limiter
+                try:
+                    answer = await self._send(path, timeout, sent_at)
+                    result = self._interpret(answer, decode)
+                except HostUpError as exc:
+                    error: HostUpError | None = exc
+                else:
+                    error = None
+            if error is None:
+                assert answer is not None
                 self._throttle.on_accepted(answer.sent_at)
                 self._budget.on_success(spent)
                 request_id = getattr(result, "request_id", None)
@@ -134,35 +140,36 @@ class Transport:
                 raise error
             await asyncio.sleep(retry_in)
 
-    async def _send(self, path: str, timeout: float) -> _Answer:
-        """Make one attempt under the concurrency cap and the rate limit; map transport errors."""
+    async def _pace(self) -> float:
+        """Wait for the rate limit and any 429 pause; return the loop time of sending."""
+        before = self._throttle.waited
+        sent_at = await self._throttle.acquire()
+        self._stats.throttle_wait += self._throttle.waited - before
+        self._stats.requests += 1
+        return sent_at
+
+    async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:
+        """Make one HTTP exchange and read the whole body; map transport errors."""
         url = self._base_url + path
-        async with self._slots:
-            before = self._throttle.waited
-            sent_at = await self._throttle.acquire()
-            self._stats.throttle_wait += self._throttle.waited - before
-            self._stats.requests += 1
-            try:
-                async with self._session.get(
-                    url,
-                    headers=self._headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                    allow_redirects=False,
-                ) as response:
-                    body = await response.read()
-                    return _Answer(response.status, response.headers, body, sent_at)
-            except asyncio.TimeoutError:
-                raise RequestTimeoutError(
-                    f"GET {path} took longer than its {timeout:g} s timeout"
-                ) from None
-            except aiohttp.ClientPayloadError as exc:
-                raise TransportError(
-                    f"GET {path}: the response body was cut short ({exc})"
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise TransportError(
-                    f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
-                ) from None
+        try:
+            async with self._session.get(
+                url,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return _Answer(response.status, response.headers, body, sent_at)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"GET {path} took longer than its {timeout:g} s timeout"
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise TransportError(f"GET {path}: the response body was cut short ({exc})") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
+            ) from None
 
     def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
         """Decode a 2xx answer, or build the typed error for any other status."""
