@@ -385,8 +385,13 @@ def unwrap(
         raise DecodeError(
             f"response body does not fit the schema: {exc}", request_id=request_id
         ) from None
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"response body is not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec lets invalid UTF-8 inside a JSON string through as UnicodeDecodeError.
+        head = sniff_status(raw)
+        request_id = text_or_none(head.request_id) if head is not None else None
+        raise DecodeError(
+            f"response body is not valid JSON: {exc}", request_id=request_id
+        ) from None
     if not envelope.success:
         raise _failure(envelope, status, raw)
     if envelope.data is None:
