@@ -432,7 +432,14 @@ def decode_vm_details(
 
 def without_usage_log(view: Any) -> VMDetails:
     """Turn a details view decoded without its usage log into a ``VMDetails``."""
-    return VMDetails(**msgspec.structs.asdict(view))
+    try:
+        return VMDetails(**msgspec.structs.asdict(view))
+    except (TypeError, ValueError) as exc:
+        # The view holds the dates as text, so they are checked here, not by msgspec.
+        raise DecodeError(
+            f"response body does not fit the schema: {exc} - at `$.data`",
+            request_id=view.request_id,
+        ) from None
 
 
 def decode_billing_cycle(raw: bytes | bytearray | memoryview | str) -> BillingCycle:

@@ -109,9 +109,12 @@ def test_dates_become_date_or_none(wire: str | None, expected: date | None) -> N
     assert vm.next_due == expected
 
 
-def test_invalid_date_is_a_decode_error_that_says_where() -> None:
+@pytest.mark.parametrize("usage_log", [True, False])
+def test_invalid_date_is_a_decode_error_that_says_where(usage_log: bool) -> None:
     with pytest.raises(DecodeError, match=r"\$\.data") as info:
-        decode_vm_details(envelope({"created": "not a date"}, request_id="rid-7"))
+        decode_vm_details(
+            envelope({"created": "021-10-03"}, request_id="rid-7"), usage_log=usage_log
+        )
     assert info.value.request_id == "rid-7"
 
 
