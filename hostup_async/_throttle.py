@@ -105,8 +105,6 @@ class Throttle:
         self._limiter = AdjustableLimiter(rate_limit) if rate_limit is not None else None
         self._paused_until = 0.0
         self._pause_spread = 0.0
-        #: Seconds spent waiting for the limiter or a pause, summed over all requests.
-        self.waited = 0.0
         #: Times a 429 lowered the rate.
         self.lowered = 0
         self._accepted: deque[float] = deque(maxlen=_MAX_KEPT)
@@ -131,7 +129,6 @@ class Throttle:
     async def acquire(self) -> float:
         """Wait for the pause to end and the rate limit to allow a request; return the send time."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
         while True:
             await self._sit_out_pause(loop)
             limiter = self._limiter  # a first 429 may have created one during the pause
@@ -143,7 +140,6 @@ class Throttle:
             if self._paused_until <= loop.time():
                 break
         now = loop.time()
-        self.waited += now - start
         if self._first_send is None:
             self._first_send = now
         self._sent += 1

@@ -142,9 +142,9 @@ class Transport:
 
     async def _pace(self) -> float:
         """Wait for the rate limit and any 429 pause; return the loop time of sending."""
-        before = self._throttle.waited
+        asked = time.perf_counter()
         sent_at = await self._throttle.acquire()
-        self._stats.throttle_wait += self._throttle.waited - before
+        self._stats.throttle_wait += time.perf_counter() - asked
         self._stats.requests += 1
         return sent_at
 
