@@ -45,7 +45,12 @@ class VMResult:
 
 @dataclass(frozen=True, slots=True)
 class BulkProgress:
-    """A snapshot of a bulk fetch, passed to the ``progress`` hook after every result."""
+    """A snapshot of a bulk fetch, passed to the ``progress`` hook as results finish.
+
+    The hook runs once for each batch of results that finish together, before they are
+    yielded. The request counters are the client's own since the fetch began, so they
+    include any other calls made on the same client meanwhile.
+    """
 
     done: int
     """Results produced so far (ok and failed)."""
@@ -54,11 +59,11 @@ class BulkProgress:
     total: int | None
     """Input items, when the input has a length; ``None`` for generators."""
     throttle_wait: float
-    """Seconds requests of this fetch spent waiting on the rate limit or a 429 pause, summed."""
+    """Seconds requests spent waiting on the rate limit or a 429 pause since the fetch began, summed."""
     retries: int
-    """Retries sent during this fetch."""
+    """Retries the client sent since the fetch began."""
     rate_limited: int
-    """429 answers received during this fetch."""
+    """429 answers the client received since the fetch began."""
 
     @property
     def ok(self) -> int:
@@ -109,6 +114,9 @@ async def fetch_vms(
 
 def _check_bulk_args(vmids: Any, details: bool, billing_cycle: bool) -> None:
     """Refuse unusable bulk arguments before any I/O."""
+    for name, flag in (("details", details), ("billing_cycle", billing_cycle)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
     if not isinstance(vmids, (Iterable, AsyncIterable)) or isinstance(vmids, (str, bytes)):
         raise TypeError(
             f"vmids must be an iterable or async iterable of ints, not {type(vmids).__name__}"

@@ -56,10 +56,12 @@ class HostUpClient:
     """Async client for HostUp's VPS API; use it as ``async with HostUpClient() as client``.
 
     Every request goes through one aiohttp session, one rate limiter (``rate_limit``
-    requests per second, ``None`` for none) and one concurrency cap (``max_concurrency``
-    requests in flight). Failed attempts are retried as described in the docs' failure
-    model: 429, 5xx, timeouts and transport errors, with jittered exponential backoff that
-    never undercuts a server-given wait, and a 429 pauses the whole client.
+    requests per second) and one concurrency cap (``max_concurrency`` requests in flight).
+    Failed attempts are retried as described in the docs' failure model: 429, 500, 502,
+    503, 504, timeouts and transport errors, with jittered exponential backoff that never
+    undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
+    what the server accepts (probing back up later); with ``rate_limit=None`` there is no
+    limit until the first 429, which installs one.
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class HostUpClient:
         self.base_url = check_base_url(base_url)
         """Root URL the endpoint paths are appended to."""
         self.rate_limit = check_positive("rate_limit", rate_limit, allow_none=True)
-        """Requests per second for the whole client, or ``None`` for no client-side limit."""
+        """Configured requests per second for the whole client (``None``: none until a 429)."""
         self.max_concurrency = check_count("max_concurrency", max_concurrency, minimum=1)
         """Most requests in flight at once."""
         self.timeout = check_positive("timeout", timeout)
@@ -99,6 +101,8 @@ class HostUpClient:
         self._on_retry = on_retry
         self.stats = ClientStats()
         """Running totals of requests, retries, 429s and time spent throttled."""
+        # Shared by every request of this client; it touches no event loop until used.
+        self._throttle = Throttle(self.rate_limit)
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._closed = False
@@ -121,6 +125,11 @@ class HostUpClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def effective_rate_limit(self) -> float | None:
+        """Requests per second the client sends at now: ``rate_limit``, or lower after 429s."""
+        return self._throttle.rate
 
     @property
     def closed(self) -> bool:
@@ -153,7 +162,7 @@ class HostUpClient:
                     "User-Agent": USER_AGENT,
                 },
                 secret=self._api_key.get_secret_value(),
-                throttle=Throttle(self.rate_limit),
+                throttle=self._throttle,
                 max_concurrency=self.max_concurrency,
                 budget=self._budget,
                 stats=self.stats,
@@ -183,6 +192,8 @@ class HostUpClient:
     ) -> VMDetails:
         """Fetch one VM's details (``GET /vm/{vmid}/details``); ``usage_log=False`` skips the log."""
         vmid = check_vmid(vmid)
+        if not isinstance(usage_log, bool):
+            raise TypeError(f"usage_log must be a bool, not {type(usage_log).__name__}")
         options = self._call_options(timeout, max_retries)
         decode = _details if usage_log else _details_without_log
         return await self._open().get(f"/vm/{vmid}/details", decode, **options)
@@ -211,10 +222,12 @@ class HostUpClient:
     ) -> AsyncGenerator[VMResult, None]:
         """Stream one ``VMResult`` per input vmid, fetching a bounded window ahead of you.
 
-        ``vmids`` may be any iterable or async iterable, even endless. Results come in
-        completion order, or input order with ``ordered=True``. A failing VM is a result
+        ``vmids`` may be any iterable or async iterable, even endless: at most
+        ``2 * max_concurrency`` items are pulled ahead of what you have taken. Results come
+        in completion order, or input order with ``ordered=True``. A failing VM is a result
         with ``.error`` set; the stream goes on. Breaking out, ``aclose()`` or cancelling
-        the consumer cancels the requests in flight.
+        the consumer cancels the requests in flight. The arguments are checked when you
+        call this, before any request.
         """
         self._open()
         return stream_vms(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._exceptions import HostUpError
+
 __all__ = ["AttemptEvent", "AttemptHook", "ClientStats"]
 
 
@@ -20,7 +22,7 @@ class AttemptEvent:
     """1 for the first try, 2 for the first retry, and so on."""
     status: int | None
     """HTTP status, or ``None`` when no answer arrived (transport error or timeout)."""
-    error: Exception | None
+    error: HostUpError | None
     """The HostUp error this attempt ended in, or ``None`` when it succeeded."""
     elapsed: float
     """Seconds from sending the request to having the whole body (or the failure)."""

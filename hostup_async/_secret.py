@@ -8,7 +8,16 @@ _MASK = "**********"
 
 
 class SecretStr:
-    """A secret string whose ``repr`` and ``str`` are masked; ``get_secret_value()`` reveals it."""
+    """A secret string whose ``repr`` and ``str`` are masked; ``get_secret_value()`` reveals it.
+
+    >>> password = SecretStr("hunter2")
+    >>> password
+    SecretStr('**********')
+    >>> print(password)
+    **********
+    >>> password.get_secret_value()
+    'hunter2'
+    """
 
     __slots__ = ("_value",)
 

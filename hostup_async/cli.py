@@ -162,7 +162,17 @@ class RunStats:
             f"latency p50 {p50:.1f} ms p95 {p95:.1f} ms, "
             f"429s {stats.rate_limited}, retries {stats.retries}, "
             f"rate-limit wait {_per(stats.throttle_wait, stats.requests) * 1000:.0f} ms/request"
+            + _rate_note(client)
         )
+
+
+def _rate_note(client: HostUpClient) -> str:
+    """Say where adaptive limiting left the rate, when 429s moved it."""
+    now = client.effective_rate_limit
+    if now is None or now == client.rate_limit:
+        return ""
+    configured = f"{client.rate_limit:g}" if client.rate_limit is not None else "no limit"
+    return f"\nadaptive rate limit now {now:.0f} req/s (configured: {configured})"
 
 
 def _per(total: float, count: int) -> float:

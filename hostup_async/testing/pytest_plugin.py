@@ -3,12 +3,14 @@
 ``hostup_fake`` starts a ``FakeHostUp`` on loopback; ``hostup_client`` hands back a
 ``HostUpClient`` configured for it. Configure either per test (or per module or class,
 through ``pytestmark``) with a marker; the keyword arguments go straight to the
-constructor::
+constructor:
 
-    @pytest.mark.hostup_fake(forbidden={7}, faults=FaultPlan(seed=1, flaky=0.2))
-    @pytest.mark.hostup_client(max_retries=5, timeout=2.0)
-    async def test_report(hostup_client):
-        ...
+```python
+@pytest.mark.hostup_fake(forbidden={7}, faults=FaultPlan(seed=1, flaky=0.2))
+@pytest.mark.hostup_client(max_retries=5, timeout=2.0)
+async def test_report(hostup_client):
+    ...
+```
 
 The server accepts the key ``FIXTURE_API_KEY`` unless its marker sets ``api_key``; the
 client sends the server's key and has no client-side rate limit unless its marker says
@@ -28,8 +30,8 @@ from ._server import FakeHostUp
 
 __all__ = ["FIXTURE_API_KEY", "pytest_configure"]
 
-#: The key the fixtures' server accepts and their client sends.
 FIXTURE_API_KEY = "hostup-fixture-key"
+"""The key the fixtures' server accepts and their client sends."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
