@@ -52,6 +52,8 @@ _MAX_KEPT = 50_000
 # A probe raises the rate only when the client sent at least this share of it: a client
 # that is not using its rate learns nothing by raising it.
 _BUSY_SHARE = 0.8
+# Slack on the 1-s window cap, so timer jitter cannot put R + 1 sends in one second.
+_WINDOW_MARGIN = 0.005
 
 
 def _bucket(rate: float) -> tuple[float, float]:
@@ -108,6 +110,7 @@ class Throttle:
         #: Times a 429 lowered the rate.
         self.lowered = 0
         self._accepted: deque[float] = deque(maxlen=_MAX_KEPT)
+        self._window: deque[float] = deque()
         self._first_send: float | None = None
         self._epoch = -math.inf
         self._next_probe = math.inf
@@ -135,6 +138,7 @@ class Throttle:
             if limiter is None:
                 break
             await limiter.acquire()
+            await self._cap_window(loop, limiter.rate)
             # A 429 may have arrived while this request queued for the limiter: its place
             # was earned at the old rate, so sit out the pause and queue again at the new one.
             if self._paused_until <= loop.time():
@@ -146,6 +150,19 @@ class Throttle:
         if now >= self._next_probe:
             self._probe(now)
         return now
+
+    async def _cap_window(self, loop: asyncio.AbstractEventLoop, rate: float) -> None:
+        """Hold this send until it is at most the ``floor(rate)``-th in any 1-s window."""
+        cap = max(1, int(rate))
+        sent = self._window
+        span = 1.0 + _WINDOW_MARGIN
+        # Re-check after every sleep: others woken at the same time may have taken the slot.
+        while len(sent) >= cap and (delay := sent[-cap] + span - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        now = loop.time()
+        sent.append(now)
+        while sent and sent[0] <= now - span:
+            sent.popleft()
 
     async def _sit_out_pause(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sleep until the pause is over, plus this waiter's own share of the spread."""

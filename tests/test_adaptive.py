@@ -142,3 +142,10 @@ async def test_client_wide_pause_wakes_requests_spread_out_never_early(fake: Fak
     assert len(others) == 20
     assert min(others) - refused_at >= 0.3  # never before the server's wait is over
     assert max(others) - min(others) > 0.005  # and not all in the same instant
+
+
+async def test_never_more_than_the_rate_in_any_one_second_window() -> None:
+    throttle = Throttle(20.0)
+    sends = sorted(await asyncio.gather(*(throttle.acquire() for _ in range(50))))
+    most = max(sum(1 for t in sends[i:] if t < start + 1.0) for i, start in enumerate(sends))
+    assert most <= 20
