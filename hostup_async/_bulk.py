@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Sized
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sized,
+)
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +40,8 @@ class VMResult:
 
     vmid: Any
     """The input item, as given (it may be an invalid vmid)."""
+    index: int
+    """Position of the item in the input, from 0 (handy with completion-order streams)."""
     details: VMDetails | None = None
     """The VM's details, when asked for and fetched."""
     billing_cycle: BillingCycle | None = None
@@ -87,8 +99,7 @@ def stream_vms(
 ) -> AsyncGenerator[VMResult, None]:
     """Check the arguments now, then return the generator that fetches lazily."""
     _check_bulk_args(vmids, details, billing_cycle)
-    indexed = _fetch_indexed(client, vmids, details, billing_cycle, usage_log, progress, ordered)
-    return _drop_index(indexed)
+    return _fan_out(client, vmids, details, billing_cycle, usage_log, progress, ordered)
 
 
 async def fetch_vms(
@@ -102,14 +113,17 @@ async def fetch_vms(
 ) -> list[VMResult]:
     """Fetch every VM and return the results in input order."""
     _check_bulk_args(vmids, details, billing_cycle)
-    results: dict[int, VMResult] = {}
-    stream = _fetch_indexed(client, vmids, details, billing_cycle, usage_log, progress, False)
+    results: list[VMResult | None] = []
+    stream = _fan_out(client, vmids, details, billing_cycle, usage_log, progress, False)
     try:
-        async for index, result in stream:
-            results[index] = result
+        async for result in stream:
+            # Completion order is fastest; each result knows its place in the input.
+            if result.index >= len(results):
+                results.extend([None] * (result.index + 1 - len(results)))
+            results[result.index] = result
     finally:
         await stream.aclose()
-    return [results[i] for i in range(len(results))]
+    return [r for r in results if r is not None]
 
 
 def _check_bulk_args(vmids: Any, details: bool, billing_cycle: bool) -> None:
@@ -125,28 +139,10 @@ def _check_bulk_args(vmids: Any, details: bool, billing_cycle: bool) -> None:
         raise ConfigurationError("nothing to fetch: details and billing_cycle are both False")
 
 
-async def _drop_index(
-    indexed: AsyncGenerator[tuple[int, VMResult], None],
-) -> AsyncGenerator[VMResult, None]:
-    """Yield the results alone, closing the inner stream however the consumer stops."""
-    try:
-        async for _, result in indexed:
-            yield result
-    finally:
-        await indexed.aclose()
+_END = object()  # marks the end of the input
 
 
-async def _items(vmids: VMIds) -> AsyncGenerator[Any, None]:
-    """Iterate a sync or async iterable as one async iterator, pulling lazily."""
-    if isinstance(vmids, AsyncIterable):
-        async for item in vmids:
-            yield item
-    else:
-        for item in vmids:
-            yield item
-
-
-async def _fetch_indexed(
+async def _fan_out(
     client: HostUpClient,
     vmids: VMIds,
     details: bool,
@@ -154,45 +150,71 @@ async def _fetch_indexed(
     usage_log: bool,
     progress: ProgressHook | None,
     ordered: bool,
-) -> AsyncGenerator[tuple[int, VMResult], None]:
-    """Fan out over ``vmids`` with a bounded window; yield ``(input index, result)`` pairs."""
+) -> AsyncGenerator[VMResult, None]:
+    """Fan out over ``vmids`` with a bounded window; yield one result per input item."""
+    loop = asyncio.get_running_loop()
     window = max(2, client.max_concurrency * _WINDOW_PER_SLOT)
     total = len(vmids) if isinstance(vmids, Sized) else None
     stats = client.stats
     start = (stats.throttle_wait, stats.retries, stats.rate_limited)
-    source = _items(vmids)
-    pending: set[asyncio.Task[tuple[int, VMResult]]] = set()
+    if isinstance(vmids, AsyncIterable):
+        async_items: AsyncIterator[Any] | None = aiter(vmids)
+        sync_items: Iterator[Any] = iter(())
+    else:
+        async_items, sync_items = None, iter(vmids)
+    pending: set[asyncio.Task[VMResult]] = set()
+    finished: deque[asyncio.Task[VMResult]] = deque()
     held: dict[int, VMResult] = {}  # finished out of order, waiting for their turn
+    waiter: asyncio.Future[None] | None = None
+
+    # A done-callback hands each result over: cheaper than asyncio.wait(), which
+    # re-registers a callback on every pending task each time round.
+    def on_done(task: asyncio.Task[VMResult]) -> None:
+        pending.discard(task)
+        finished.append(task)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     next_index = 0  # next input index to pull
     next_out = 0  # next input index to yield when ordered
     done_count = failed = 0
     exhausted = False
     try:
         while True:
-            while not exhausted and len(pending) + len(held) < window:
-                try:
-                    item = await source.__anext__()
-                except StopAsyncIteration:
+            while not exhausted and len(pending) + len(finished) + len(held) < window:
+                if async_items is None:
+                    item = next(sync_items, _END)
+                else:
+                    try:
+                        item = await async_items.__anext__()
+                    except StopAsyncIteration:
+                        item = _END
+                if item is _END:
                     exhausted = True
                     break
-                fetch = _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
-                pending.add(asyncio.ensure_future(fetch))
+                task = loop.create_task(
+                    _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
+                )
+                task.add_done_callback(on_done)
+                pending.add(task)
                 next_index += 1
-            if not pending:
-                return
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            ready: list[tuple[int, VMResult]] = []
-            for task in finished:
-                index, result = task.result()
-                done_count += 1
-                failed += result.error is not None
-                if ordered:
-                    held[index] = result
-                else:
-                    ready.append((index, result))
+            if not finished:
+                if not pending:
+                    return
+                waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    waiter = None
+            batch = [task.result() for task in finished]
+            finished.clear()
+            done_count += len(batch)
+            failed += sum(result.error is not None for result in batch)
             if ordered:
+                held.update((result.index, result) for result in batch)
+                batch = []
                 while next_out in held:
-                    ready.append((next_out, held.pop(next_out)))
+                    batch.append(held.pop(next_out))
                     next_out += 1
             if progress is not None:
                 progress(
@@ -205,15 +227,14 @@ async def _fetch_indexed(
                         rate_limited=stats.rate_limited - start[2],
                     )
                 )
-            for pair in ready:
-                yield pair
+            for result in batch:
+                yield result
     finally:
         # Breaking out, aclose() and cancellation all land here: stop what is in flight.
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        await source.aclose()
 
 
 async def _fetch_one(
@@ -223,7 +244,7 @@ async def _fetch_one(
     details: bool,
     billing_cycle: bool,
     usage_log: bool,
-) -> tuple[int, VMResult]:
+) -> VMResult:
     """Fetch what was asked for one VM; a HostUp error becomes the result's ``error``."""
     try:
         vmid = check_vmid(vmid)
@@ -231,14 +252,13 @@ async def _fetch_one(
             vm, bc = await _both(
                 client.get_vm_details(vmid, usage_log=usage_log), client.get_billing_cycle(vmid)
             )
-            return index, VMResult(vmid, details=vm, billing_cycle=bc)
+            return VMResult(vmid, index, details=vm, billing_cycle=bc)
         if details:
-            return index, VMResult(
-                vmid, details=await client.get_vm_details(vmid, usage_log=usage_log)
-            )
-        return index, VMResult(vmid, billing_cycle=await client.get_billing_cycle(vmid))
+            vm = await client.get_vm_details(vmid, usage_log=usage_log)
+            return VMResult(vmid, index, details=vm)
+        return VMResult(vmid, index, billing_cycle=await client.get_billing_cycle(vmid))
     except HostUpError as exc:
-        return index, VMResult(vmid, error=exc)
+        return VMResult(vmid, index, error=exc)
 
 
 async def _both(

@@ -76,6 +76,7 @@ class Transport:
         self._stats = stats
         self._on_attempt = on_attempt
         self._on_retry = on_retry
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def get(
         self,
@@ -155,7 +156,7 @@ class Transport:
             async with self._session.get(
                 url,
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=self._client_timeout(timeout),
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
@@ -170,6 +171,13 @@ class Transport:
             raise TransportError(
                 f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
             ) from None
+
+    def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """Return the aiohttp timeout for ``seconds``, built once per value (it is on the hot path)."""
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
         """Decode a 2xx answer, or build the typed error for any other status."""

@@ -70,8 +70,10 @@ async def test_usage_log_false_reaches_the_bulk_path(client: HostUpClient) -> No
 async def test_stream_unordered_yields_in_completion_order(fake: FakeHostUp) -> None:
     fake.inject(Fault.slow(0.3), vmid=1)
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
-        seen = [r.vmid async for r in client.stream_vms([1, 2, 3, 4])]
+        results = [r async for r in client.stream_vms([1, 2, 3, 4])]
+    seen = [r.vmid for r in results]
     assert sorted(seen) == [1, 2, 3, 4]
+    assert all(r.index == r.vmid - 1 for r in results)
     assert seen[-1] == 1  # the slow one arrives last
 
 
