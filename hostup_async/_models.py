@@ -173,7 +173,7 @@ class VMDetails(msgspec.Struct):
     disk: float = 0.0
     """Disk size in GB."""
     bandwidth_limit: float = 0.0
-    """Traffic allowed per billing period."""
+    """Traffic allowed per billing period, in the API's unit (HostUp does not document it)."""
     bandwidth_usage: BandwidthUsage | None = None
     """Traffic used so far in the billing period."""
     usage_log: dict[_WireHour, UsageSample] = {}
