@@ -8,45 +8,18 @@ bulk fetch (all logs end at the same hour).
 
 from __future__ import annotations
 
-import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import msgspec
 
-from hostup_async.testing._data import vm_data
+from hostup_async.testing._data import usage_log_data, vm_data
 
 END = datetime(2026, 2, 10, 0, tzinfo=timezone.utc)
 
 
 def usage_log(hours: int, seed: int, end: datetime = END) -> dict[str, dict[str, float]]:
     """Return a usage log like the API's: Z-suffixed hour keys, 15 numeric fields each."""
-    rng = random.Random(seed)
-    start = end - timedelta(hours=hours - 1)
-    cores = 1 + seed % 4
-    maxmem = float(2 ** (31 + seed % 3))
-    uptime = float(rng.randrange(10**6))
-    log: dict[str, dict[str, float]] = {}
-    for i in range(hours):
-        stamp = start + timedelta(hours=i)
-        uptime += 3600.0
-        log[stamp.strftime("%Y-%m-%dT%H:%M:%SZ")] = {
-            "data_received": round(rng.uniform(1e5, 5e8), 3),
-            "data_sent": round(rng.uniform(1e5, 5e8), 3),
-            "mem_unit": 1,
-            "probes": 60,
-            "time": stamp.timestamp(),
-            "uptime": uptime,
-            "maxcpu": cores,
-            "maxcpu_on": cores,
-            "cpu": round(rng.uniform(0.0, 0.9), 6),
-            "maxmem": maxmem,
-            "maxmem_on": maxmem,
-            "mem": round(rng.uniform(0.2, 0.9) * maxmem, 1),
-            "maxdisk": 80 * 2**30,
-            "template": 0,
-            "ipv4_addresses": 1,
-        }
-    return log
+    return usage_log_data(hours, seed, end)
 
 
 def details_body(vmid: int, hours: int) -> bytes:

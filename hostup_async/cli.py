@@ -462,24 +462,19 @@ async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
 # -- argument parsing ---------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
+def _at_least_one(what: str) -> Callable[[str], int]:
+    """Build an argparse type for an integer of at least 1, named ``what`` in errors."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be 1 or more: {text!r}")
+        return value
 
-def _vmid(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a vmid: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"vmid must be 1 or more: {text!r}")
-    return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, what in (("details", "a VM's details"), ("billing", "a VM's billing cycle")):
         p = sub.add_parser(name, parents=[common], help=f"print {what} as JSON")
-        p.add_argument("vmid", type=_vmid)
+        p.add_argument("vmid", type=_at_least_one("a vmid"))
 
     fetch = sub.add_parser("fetch", parents=[common], help="bulk-fetch VMs as JSON Lines")
     fetch.add_argument("vmids", nargs="*", metavar="VMIDS", help="ids and ranges such as 100-200")
@@ -525,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip decoding usage logs (faster)",
     )
-    fetch.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    fetch.add_argument("--concurrency", type=_at_least_one("an integer"), help="requests in flight")
     fetch.add_argument("--rate", type=float, help="requests per second (0: no client limit)")
     fetch.add_argument("--out", metavar="FILE", help="write JSON Lines to FILE")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")

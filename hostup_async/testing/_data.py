@@ -10,7 +10,14 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["billing_cycle_data", "new_request_id", "now_stamp", "usage_log_json", "vm_data"]
+__all__ = [
+    "billing_cycle_data",
+    "new_request_id",
+    "now_stamp",
+    "usage_log_data",
+    "usage_log_json",
+    "vm_data",
+]
 
 _OSES = ("Ubuntu 24.04", "Debian 12", "AlmaLinux 9", "Rocky Linux 9", "Windows Server 2022")
 _PLANS = (
@@ -104,13 +111,12 @@ def vm_data(vmid: int) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=64)
-def usage_log_json(hours: int, variant: int, end: datetime) -> bytes:
-    """Return an encoded hourly usage log of ``hours`` samples ending at ``end`` (cached)."""
-    rng = random.Random(hours * 1000 + variant)
+def usage_log_data(hours: int, seed: int, end: datetime) -> dict[str, dict[str, float]]:
+    """Return an hourly usage log of ``hours`` samples ending at ``end``, seeded by ``seed``."""
+    rng = random.Random(seed)
     start = end - timedelta(hours=hours - 1)
-    cores = 1 + variant % 4
-    maxmem = float(2 ** (31 + variant % 3))
+    cores = 1 + seed % 4
+    maxmem = float(2 ** (31 + seed % 3))
     log: dict[str, dict[str, float]] = {}
     uptime = float(rng.randrange(10**6))
     for i in range(hours):
@@ -133,7 +139,13 @@ def usage_log_json(hours: int, variant: int, end: datetime) -> bytes:
             "template": 0,
             "ipv4_addresses": 1,
         }
-    return msgspec.json.encode(log)
+    return log
+
+
+@lru_cache(maxsize=64)
+def usage_log_json(hours: int, variant: int, end: datetime) -> bytes:
+    """Return an encoded usage log for one of the cached variants (see ``usage_log_data``)."""
+    return msgspec.json.encode(usage_log_data(hours, hours * 1000 + variant, end))
 
 
 def usage_log_variant(vmid: int) -> int:
