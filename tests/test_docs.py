@@ -279,16 +279,62 @@ def test_benchmarks_hook_renders_machine_targets_and_chart() -> None:
         "machine": {"cpu": "Test CPU", "logical_cores": 2, "python": "3.11.7", "git": "abc"},
         "targets": [
             {"target": "t1", "value": 0.5, "limit": 1.0, "kind": "<=", "holds": True},
-            {"target": "t2", "value": 0.8, "limit": 0.9, "kind": ">=", "holds": False},
+            {"target": "t2", "value": 1.203, "limit": 1.15, "kind": "<=", "holds": False},
         ],
         "benchmarks": {"decode": {"cases": "not what the hook expects"}},
     }
     text = bench_hook().render(results, chart=True)
     assert "Measured 2026-01-02 on Test CPU, 2 logical cores, Python 3.11.7" in text
-    assert "| t1 | 0.5 | <= 1 | yes |" in text
-    assert "| t2 | 0.8 | >= 0.9 | **no** |" in text
+    assert "**1 of 2 targets hold; 1 do not**" in text
+    assert "| t1 | 0.500 | <= 1 | yes |" in text
+    assert "| t2 | 1.203 | <= 1.15 | **NO** |" in text  # three decimals: never a passing 1.2
     assert "](img/benchmark-targets.png)" in text
+    assert "### " not in text  # the unreadable decode part is left out, not a broken table
     assert "nox -s bench" in bench_hook().render(None, chart=False)
+
+
+def test_benchmarks_hook_renders_every_benchmark() -> None:
+    client = {
+        "requests_per_s": 6618.9,
+        "client_cpu_us_per_request": 146.2,
+        "server_cpu_share": 0.868,
+        "throughput_vs_bare": 0.826,
+        "cpu_vs_bare": 1.203,
+    }
+    results = {
+        "targets": [{"target": "t", "value": 1.0, "limit": 1.0, "kind": "<=", "holds": True}],
+        "benchmarks": {
+            "fanout": {
+                "concurrency": 16,
+                "rounds": 3,
+                "cases": {
+                    "24h": {"requests": 3000, "server_bound": True, "clients": {"sdk": client}}
+                },
+            },
+            "rate": {
+                "runs": {
+                    "20": {
+                        "rate": 20.0,
+                        "requests": 260,
+                        "burst_requests": 22,
+                        "max_in_any_1s_window_after_burst": 21,
+                        "achieved_rate": 20.001,
+                        "achieved_fraction": 1.0001,
+                    }
+                }
+            },
+            "adaptive_rate": {"runs": {"a": {"lowered": 2, "final_rate": 9.5, "log": [1, 2]}}},
+        },
+    }
+    text = bench_hook().render(results, chart=False)
+    assert "All 1 targets hold." in text
+    assert "### Fan-out" in text and "the fake server was the bottleneck" in text
+    assert "| sdk | 6,619 | 146 | 0.826 | 1.203 | 87% |" in text
+    assert "### Rate accuracy" in text
+    assert "| 20 | 260 | 22 | 21 | 20 | 1.000 |" in text
+    # A benchmark the hook has no layout for still gets a table of its scalar figures.
+    assert "### Adaptive rate" in text
+    assert "| case | lowered | final rate |" in text and "| a | 2 | 9.5 |" in text
 
 
 def test_benchmarks_hook_renders_the_latest_results_if_any() -> None:
@@ -298,4 +344,10 @@ def test_benchmarks_hook_renders_the_latest_results_if_any() -> None:
         assert "No results yet" in hook.render(None, chart=False)
         return
     text = hook.render(results, chart=False)
-    assert text.count("\n| ") >= len(results.get("targets", []))
+    # Every benchmark in the file gets its section, and every target its honest verdict.
+    assert text.count("\n### ") == len(results.get("benchmarks", {}))
+    for target in results.get("targets", []):
+        verdict = "yes" if target["holds"] else "**NO**"
+        assert re.search(
+            rf"^\| {re.escape(target['target'])} \|.*\| {re.escape(verdict)} \|$", text, re.M
+        )
