@@ -1,7 +1,8 @@
 """The ``hostup-async`` command line: fetch VMs as JSON, bulk-fetch as JSON Lines, run a demo.
 
 Exit codes: 0 when everything succeeded, 1 when some VM (or the one VM) failed, 2 for a
-usage or configuration error (bad vmid, no key), always with a one-line message.
+usage or configuration error (bad vmid, no key, a key the API rejects), always with a
+one-line message; 130 when interrupted, 141 when stdout is closed early (``| head``).
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import msgspec
 
@@ -25,7 +27,13 @@ from ._bulk import BulkProgress, VMResult
 from ._client import HostUpClient
 from ._constants import API_KEY_ENV, DEFAULT_BASE_URL
 from ._events import AttemptEvent
-from ._exceptions import APIError, ConfigurationError, HostUpError, InvalidVMIDError
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    HostUpError,
+    InvalidVMIDError,
+)
 from ._models import BandwidthUsage, Credentials, UsageSample
 from ._secret import SecretStr
 from ._version import __version__
@@ -34,6 +42,7 @@ __all__ = ["main", "parse_vmids", "python_names"]
 
 _MASK = "**********"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells report
 
 
 class UsageError(Exception):
@@ -44,31 +53,39 @@ class UsageError(Exception):
 
 
 def parse_vmids(tokens: Iterable[str]) -> tuple[list[range], int]:
-    """Parse ids and ranges such as ``7`` or ``100-200``; return the ranges and their total size."""
+    """Parse ids and ranges such as ``7``, ``100-200`` or ``1,2``; return ranges and total size."""
     ranges: list[range] = []
     for token in tokens:
-        text = token.strip()
-        if not text:
-            continue
-        first, sep, last = text.partition("-")
-        try:
-            low = int(first)
-            high = int(last) if sep else low
-        except ValueError:
-            raise UsageError(f"not a vmid or range: {token!r}") from None
-        if low < 1 or high < low:
-            raise UsageError(f"vmids must be 1 or more and ranges low-high: {token!r}")
-        ranges.append(range(low, high + 1))
+        for text in (part.strip() for part in token.split(",")):
+            if text:
+                ranges.append(_parse_range(text))
     return ranges, sum(len(r) for r in ranges)
 
 
-def _tokens_from_file(path: str) -> list[str]:
-    """Read whitespace- or comma-separated vmids from a file, or stdin for ``-``."""
+def _parse_range(token: str) -> range:
+    """Parse one id or ``low-high`` range."""
+    first, sep, last = token.partition("-")
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        low = int(first)
+        high = int(last) if sep else low
+    except ValueError:
+        raise UsageError(f"not a vmid or range: {token!r}") from None
+    if low < 1 or high < low:
+        raise UsageError(f"vmids must be 1 or more and ranges low-high: {token!r}")
+    return range(low, high + 1)
+
+
+def _tokens_from_file(path: str) -> list[str]:
+    """Read whitespace-separated vmid tokens from a file, or stdin for ``-``."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    return text.replace(",", " ").split()
+    return text.split()  # parse_vmids splits each token on commas
 
 
 # -- JSON output --------------------------------------------------------------------------
@@ -78,6 +95,7 @@ def _encoder(show_secrets: bool) -> msgspec.json.Encoder:
     """Build the JSON encoder; secrets are masked unless asked for."""
 
     def enc_hook(obj: Any) -> Any:
+        """Mask SecretStr values unless --show-secrets."""
         if isinstance(obj, SecretStr):
             return obj.get_secret_value() if show_secrets else _MASK
         raise NotImplementedError(type(obj))
@@ -201,11 +219,13 @@ class _TextProgress:
     """A one-line progress display on stderr, used when rich is not installed."""
 
     def __init__(self, stream: IO[str], total: int | None) -> None:
+        """Write to ``stream``; ``total`` is the input size when known."""
         self._stream = stream
         self._total = total
         self._last = 0.0
 
     def update(self, p: BulkProgress) -> None:
+        """Redraw the line, at most ten times a second."""
         now = time.monotonic()
         if now - self._last < 0.1 and p.done != self._total:
             return
@@ -215,9 +235,11 @@ class _TextProgress:
         self._stream.flush()
 
     def __enter__(self) -> _TextProgress:
+        """Start showing progress."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """End the progress line."""
         self._stream.write("\n")
 
 
@@ -225,6 +247,7 @@ class _RichProgress:
     """A rich progress bar on stderr (the ``[cli]`` extra)."""
 
     def __init__(self, total: int | None) -> None:
+        """Build the bar for ``total`` VMs (an open-ended bar when unknown)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -246,13 +269,16 @@ class _RichProgress:
         self._task = self._progress.add_task("fetch", total=total, detail="")
 
     def update(self, p: BulkProgress) -> None:
+        """Move the bar to the latest counts."""
         self._progress.update(self._task, completed=p.done, detail=_progress_detail(p))
 
     def __enter__(self) -> _RichProgress:
+        """Start drawing the bar."""
         self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop drawing the bar, leaving it on screen."""
         self._progress.stop()
 
 
@@ -274,16 +300,31 @@ def _progress_display(total: int | None, enabled: bool) -> Any:
 def _read_key(args: argparse.Namespace) -> str | None:
     """Return the key from ``--api-key-file``, else ``None`` so the client reads the env var."""
     if args.api_key_file is None:
+        if not os.environ.get(API_KEY_ENV, "").strip():
+            # Said here for a terminal user; the library's message talks about api_key=...
+            raise UsageError(f"no API key: set {API_KEY_ENV} or use --api-key-file")
         return None
     try:
         with open(args.api_key_file, encoding="utf-8") as f:
-            return f.read().strip()
+            key = f.read().strip()
     except OSError as exc:
         raise UsageError(f"cannot read the API key file: {exc.strerror}") from None
+    if not key:
+        raise UsageError(f"no API key: {args.api_key_file} is empty")
+    return key
 
 
 def _client(args: argparse.Namespace, **options: Any) -> HostUpClient:
+    """Build the client from the common options; bad settings raise before any I/O."""
     return HostUpClient(_read_key(args), base_url=args.base_url, **options)
+
+
+def _rejected_key(exc: AuthenticationError) -> UsageError:
+    """Describe a 401 as a configuration error, without echoing the key."""
+    rid = f", request_id={exc.request_id}" if exc.request_id else ""
+    return UsageError(
+        f"the API rejected the key (HTTP {exc.status}{rid}): check {API_KEY_ENV} or --api-key-file"
+    )
 
 
 async def _one(args: argparse.Namespace, out: IO[str]) -> int:
@@ -294,6 +335,8 @@ async def _one(args: argparse.Namespace, out: IO[str]) -> int:
                 obj: Any = await client.get_vm_details(args.vmid)
             else:
                 obj = await client.get_billing_cycle(args.vmid)
+        except AuthenticationError as exc:
+            raise _rejected_key(exc) from None
         except (ConfigurationError, InvalidVMIDError):
             raise
         except HostUpError as exc:
@@ -321,18 +364,24 @@ async def _bulk(
     display = _progress_display(total, show_progress)
     with display if display is not None else nullcontext():
         hook = display.update if display is not None else None
-        async for result in client.stream_vms(
+        stream = client.stream_vms(
             vmids,
             details=args.details,
             billing_cycle=args.billing,
             usage_log=args.usage_log,
             progress=hook,
-        ):
-            stats.add(result)
-            if write is not None:
-                write(result)
-            else:
-                out.write(encoder.encode(result_object(result)).decode() + "\n")
+        )
+        # aclosing: leaving the loop early (a rejected key, a closed pipe) cancels what is in flight.
+        async with aclosing(stream):
+            async for result in stream:
+                if isinstance(result.error, AuthenticationError):
+                    # Every other VM would get the same 401: stop instead of sending the rest.
+                    raise _rejected_key(result.error)
+                stats.add(result)
+                if write is not None:
+                    write(result)
+                else:
+                    out.write(encoder.encode(result_object(result)).decode() + "\n")
     return EXIT_OK if not stats.failures else EXIT_FAILED
 
 
@@ -349,10 +398,12 @@ async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
     if args.concurrency is not None:
         options["max_concurrency"] = args.concurrency
     if args.rate is not None:
-        options["rate_limit"] = args.rate if args.rate > 0 else None
+        options["rate_limit"] = args.rate or None  # --rate 0: no client-side limit
+    client = _client(args, **options)
+    # Opened only now, so a bad setting or vmid does not truncate an existing file.
     sink = _open_out(args.out) if args.out else nullcontext(out)
     with sink as target:
-        async with _client(args, **options) as client:
+        async with client:
             code = await _bulk(
                 client,
                 itertools.chain(*ranges),
@@ -367,6 +418,7 @@ async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _open_out(path: str) -> AbstractContextManager[IO[str]]:
+    """Open ``--out`` for writing; an unwritable path is a usage error."""
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
@@ -404,6 +456,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
         shown: list[VMResult] = []
 
         def keep(result: VMResult) -> None:
+            """Keep the first few successful results to show."""
             if len(shown) < 5 and result.ok:
                 shown.append(result)
 
@@ -450,36 +503,76 @@ async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
         rate_limit=args.rate_limit,
         usage_log_hours=args.hours,
     )
-    async with fake:
+    try:
+        await fake.start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on port {args.port}: {exc.strerror}") from None
+    try:
         print(
             f"fake HostUp API at {fake.url} (X-API-Key: {args.fake_key}); Ctrl-C stops it", file=out
         )
         out.flush()
         await asyncio.Event().wait()
+    finally:
+        await fake.stop()
     return EXIT_OK  # pragma: no cover - only reached by cancellation
 
 
 # -- argument parsing ---------------------------------------------------------------------
 
 
-def _at_least_one(what: str) -> Callable[[str], int]:
-    """Build an argparse type for an integer of at least 1, named ``what`` in errors."""
+def _int_in(what: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """Build an argparse type for an integer from ``low`` to ``high``, named ``what`` in errors."""
 
     def parse(text: str) -> int:
+        """Parse and check one value."""
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be 1 or more: {text!r}")
+        if value < low or (high is not None and value > high):
+            limits = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{what} must be {limits}: {text!r}")
         return value
 
     return parse
 
 
+def _rate(text: str) -> float:
+    """Parse ``--rate``: a finite number of requests per second, 0 for no client limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more: {text!r}")
+    return value
+
+
+_EPILOG = f"""\
+The API key is read from the {API_KEY_ENV} environment variable, or from --api-key-file;
+it is never printed.
+
+exit codes:
+  0    every VM fetched
+  1    some VMs failed (their errors are in the output)
+  2    usage or configuration error: bad vmid or option, no key, a key the API rejects
+  130  interrupted (Ctrl-C)
+  141  stdout closed early (for example by `| head`)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the contract), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` in one line and exit with the usage error code."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--base-url",
         default=os.environ.get("HOSTUP_BASE_URL", DEFAULT_BASE_URL),
@@ -494,18 +587,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-secrets", action="store_true", help="print VM passwords instead of **********"
     )
 
-    parser = argparse.ArgumentParser(
-        prog="hostup-async", description="Fetch HostUp VMs from the command line."
+    parser = _Parser(
+        prog="hostup-async",
+        description="Fetch HostUp VMs from the command line.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hostup-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    hours = _int_in("a number of hours", 0)
 
     for name, what in (("details", "a VM's details"), ("billing", "a VM's billing cycle")):
         p = sub.add_parser(name, parents=[common], help=f"print {what} as JSON")
-        p.add_argument("vmid", type=_at_least_one("a vmid"))
+        p.add_argument("vmid", type=_int_in("a vmid", 1))
 
-    fetch = sub.add_parser("fetch", parents=[common], help="bulk-fetch VMs as JSON Lines")
-    fetch.add_argument("vmids", nargs="*", metavar="VMIDS", help="ids and ranges such as 100-200")
+    fetch = sub.add_parser(
+        "fetch",
+        parents=[common],
+        help="bulk-fetch VMs as JSON Lines",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument(
+        "vmids", nargs="*", metavar="VMIDS", help="ids and ranges such as 7 100-200 or 1,2,5"
+    )
     fetch.add_argument("--from-file", metavar="F", help="read vmids from F (- for stdin)")
     fetch.add_argument("--billing", action="store_true", help="also fetch billing cycles")
     fetch.add_argument(
@@ -520,25 +625,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip decoding usage logs (faster)",
     )
-    fetch.add_argument("--concurrency", type=_at_least_one("an integer"), help="requests in flight")
-    fetch.add_argument("--rate", type=float, help="requests per second (0: no client limit)")
+    fetch.add_argument("--concurrency", type=_int_in("an integer", 1), help="requests in flight")
+    fetch.add_argument("--rate", type=_rate, help="requests per second (0: no client limit)")
     fetch.add_argument("--out", metavar="FILE", help="write JSON Lines to FILE")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="bulk-fetch from an embedded fake server (no key needed)")
-    demo.add_argument("--hours", type=int, default=24, help="usage-log hours per VM")
+    demo.add_argument("--hours", type=hours, default=24, help="usage-log hours per VM")
     demo.set_defaults(show_secrets=False)
 
     serve = sub.add_parser("serve-fake", help="run the fake HostUp API on loopback")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--port", type=_int_in("a port", 0, 65535), default=8080, help="0 picks a free port"
+    )
     serve.add_argument(
         "--api-key",
         dest="fake_key",
         default="test-key",
         help="the key the fake accepts (default: %(default)s)",
     )
-    serve.add_argument("--rate-limit", type=int, help="hidden rate limit in requests per second")
-    serve.add_argument("--hours", type=int, default=24, help="usage-log hours per VM")
+    serve.add_argument(
+        "--rate-limit", type=_int_in("an integer", 1), help="hidden rate limit in requests/s"
+    )
+    serve.add_argument("--hours", type=hours, default=24, help="usage-log hours per VM")
     return parser
 
 
@@ -556,7 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(_COMMANDS[args.command](args, sys.stdout))
+        code = asyncio.run(_COMMANDS[args.command](args, sys.stdout))
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit as an ignored exception
+        return code
     except (UsageError, ConfigurationError, InvalidVMIDError) as exc:
         print(f"hostup-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -564,7 +675,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hostup-async: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Python flushes stdout again at
+        # exit, so point it at devnull first (the recipe in the docs' signal module notes).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

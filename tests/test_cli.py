@@ -19,12 +19,17 @@ from hostup_async.testing._data import vm_data
 from .conftest import API_KEY
 
 
-async def run_cli(
-    *args: str, key: str | None = API_KEY, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
+def cli_env(key: str | None = API_KEY) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if k != "HOSTUP_API_KEY"}
     if key is not None:
         environ["HOSTUP_API_KEY"] = key
+    return environ
+
+
+async def run_cli(
+    *args: str, key: str | None = API_KEY, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    environ = cli_env(key)
     environ.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -146,6 +151,11 @@ async def test_fetch_all_ok_exits_0_and_reads_stdin_and_files(
         ("details", "-3"),
         ("fetch", "1", "--concurrency", "0"),
         ("fetch", "--from-file", "/nonexistent"),
+        ("fetch", "1", "--rate", "-5"),
+        ("fetch", "1", "--rate", "nan"),
+        ("fetch", "1", "--rate", "inf"),
+        ("fetch", "1", "--rate", "fast"),
+        ("fetch", "1", "--bogus-option"),
     ],
 )
 async def test_usage_errors_exit_2_with_one_line(fake: FakeHostUp, args: tuple[str, ...]) -> None:
@@ -153,18 +163,108 @@ async def test_usage_errors_exit_2_with_one_line(fake: FakeHostUp, args: tuple[s
     assert code == 2
     assert out == ""
     assert_no_secrets(err)
-    assert (
-        err.strip().splitlines()[-1].startswith(("hostup-async: error:", "usage:"))
-        or "error" in err
-    )
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(("hostup-async: error:", f"hostup-async {args[0]}: error:")), err
     assert fake.stats.requests == 0
 
 
-async def test_no_key_exits_2_naming_the_variable(fake: FakeHostUp) -> None:
-    code, _, err = await run_cli("details", "1", "--base-url", fake.url, key=None)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve-fake", "--port", "99999"),
+        ("serve-fake", "--port", "-1"),
+        ("serve-fake", "--rate-limit", "0"),
+        ("serve-fake", "--hours", "-1"),
+        ("demo", "--hours", "-5"),
+    ],
+)
+async def test_fake_server_options_are_checked_in_one_line(args: tuple[str, ...]) -> None:
+    code, out, err = await run_cli(*args, key=None)
     assert code == 2
-    assert "HOSTUP_API_KEY" in err
-    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+    assert err.startswith(f"hostup-async {args[0]}: error: argument {args[1]}:"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+async def test_serve_fake_on_a_port_in_use_exits_2_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await run_cli("serve-fake", "--port", str(port), key=None)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"hostup-async: error: cannot listen on port {port}:"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+async def test_out_file_is_left_alone_when_settings_are_bad(
+    fake: FakeHostUp, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("earlier results\n")
+    for args, key in [
+        (("fetch", "1", "--base-url", fake.url), None),
+        (("fetch", "1", "--base-url", "ftp://bad.example"), API_KEY),
+        (("fetch", "1", "x", "--base-url", fake.url), API_KEY),
+    ]:
+        code, out, err = await run_cli(*args, "--out", str(target), key=key)
+        assert code == 2, err
+        assert out == "" and len(err.strip().splitlines()) == 1
+        assert target.read_text() == "earlier results\n"
+    assert fake.stats.requests == 0
+
+
+async def test_closed_stdout_stops_quietly_with_141(fake: FakeHostUp) -> None:
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hostup_async",
+        "fetch",
+        "1-500",
+        "--rate",
+        "0",
+        "--base-url",
+        fake.url,
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    os.close(write_end)
+    try:
+        # As `| head -c 4096` would: take one read, then close the pipe under the writer.
+        first = await asyncio.to_thread(os.read, read_end, 4096)
+    finally:
+        os.close(read_end)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert first.startswith(b'{"vmid":')
+    assert proc.returncode == 141
+    assert err == b""  # no traceback, no "Exception ignored" at exit
+    # The pipe blocks the writer long before the end: the rest was never requested.
+    assert fake.stats.requests < 500
+
+
+@pytest.mark.parametrize("command", ["details", "fetch"])
+@pytest.mark.parametrize("key", [None, "  "], ids=["unset", "blank"])
+async def test_no_key_exits_2_naming_the_variable(
+    fake: FakeHostUp, command: str, key: str | None
+) -> None:
+    code, out, err = await run_cli(command, "1", "--base-url", fake.url, key=key)
+    assert code == 2
+    assert out == ""
+    assert err == "hostup-async: error: no API key: set HOSTUP_API_KEY or use --api-key-file\n"
+    assert fake.stats.requests == 0
+
+
+async def test_empty_key_file_is_a_usage_error(fake: FakeHostUp, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("\n")
+    code, _, err = await run_cli(
+        "details", "1", "--api-key-file", str(key_file), "--base-url", fake.url
+    )
+    assert code == 2
+    assert err.startswith("hostup-async: error: no API key:") and str(key_file) in err
     assert fake.stats.requests == 0
 
 
@@ -178,11 +278,29 @@ async def test_key_file_is_read_and_never_echoed(fake: FakeHostUp, tmp_path: Pat
     assert_no_secrets(out, err, vmids=[1])
 
 
-async def test_wrong_key_exits_1_without_echoing_it(fake: FakeHostUp) -> None:
-    code, out, err = await run_cli("details", "1", "--base-url", fake.url, key="not-the-key-123")
-    assert code == 1
-    assert "AuthenticationError" in err
+@pytest.mark.parametrize("command", ["details", "billing"])
+async def test_wrong_key_exits_2_without_echoing_it(fake: FakeHostUp, command: str) -> None:
+    code, out, err = await run_cli(command, "1", "--base-url", fake.url, key="not-the-key-123")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("hostup-async: error: the API rejected the key (HTTP 401")
+    assert len(err.strip().splitlines()) == 1
     assert "not-the-key-123" not in out + err
+    assert fake.stats.requests == 1
+
+
+async def test_wrong_key_stops_a_bulk_fetch_at_the_first_401(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli(
+        "fetch", "1-300", "--concurrency", "4", "--base-url", fake.url, key="not-the-key-123"
+    )
+    assert code == 2
+    assert out == ""
+    assert err.startswith("hostup-async: error: the API rejected the key (HTTP 401")
+    assert "HOSTUP_API_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "not-the-key-123" not in out + err and "Traceback" not in err
+    # The window ahead of the consumer, not the whole input (which would be 300).
+    assert 1 <= fake.stats.requests <= 20
 
 
 async def test_demo_runs_offline_and_summarises() -> None:
@@ -226,6 +344,28 @@ def test_parse_vmids_expands_ranges_lazily() -> None:
     ranges, total = parse_vmids(["1", "5-7", " ", "100000-999999"])
     assert total == 1 + 3 + 900000
     assert [list(r) for r in ranges[:2]] == [[1], [5, 6, 7]]
+
+
+def test_parse_vmids_accepts_commas_in_a_token() -> None:
+    ranges, total = parse_vmids(["1,2", "3-4,,6,", ",8"])
+    assert [list(r) for r in ranges] == [[1], [2], [3, 4], [6], [8]]
+    assert total == 6
+
+
+async def test_fetch_accepts_comma_separated_positional_vmids(fake: FakeHostUp) -> None:
+    code, out, err = await run_cli("fetch", "1,2", "3-4,6", "--base-url", fake.url)
+    assert code == 0, err
+    assert sorted(msgspec.json.decode(x)["vmid"] for x in out.splitlines()) == [1, 2, 3, 4, 6]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("fetch", "--help")])
+async def test_help_names_the_key_variable_and_exit_codes(args: tuple[str, ...]) -> None:
+    code, out, err = await run_cli(*args, key=None)
+    assert code == 0 and err == ""
+    assert "HOSTUP_API_KEY" in out
+    assert "exit codes:" in out
+    for line in ("0 ", "1 ", "2 ", "130", "141"):
+        assert re.search(rf"^  {line}", out, re.MULTILINE), line
 
 
 @pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
