@@ -6,6 +6,7 @@ from ._events import AttemptEvent, ClientStats
 from ._exceptions import (
     APIError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     DecodeError,
     GatewayTimeoutError,
@@ -43,6 +44,7 @@ __all__ = [
     "BandwidthUsage",
     "BillingCycle",
     "BulkProgress",
+    "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
     "Credentials",

@@ -98,7 +98,14 @@ def stream_vms(
     progress: ProgressHook | None,
 ) -> AsyncGenerator[VMResult, None]:
     """Check the arguments now, then return the generator that fetches lazily."""
-    _check_bulk_args(vmids, details, billing_cycle)
+    _check_bulk_args(
+        vmids,
+        progress,
+        details=details,
+        billing_cycle=billing_cycle,
+        ordered=ordered,
+        usage_log=usage_log,
+    )
     return _fan_out(client, vmids, details, billing_cycle, usage_log, progress, ordered)
 
 
@@ -112,7 +119,9 @@ async def fetch_vms(
     progress: ProgressHook | None,
 ) -> list[VMResult]:
     """Fetch every VM and return the results in input order."""
-    _check_bulk_args(vmids, details, billing_cycle)
+    _check_bulk_args(
+        vmids, progress, details=details, billing_cycle=billing_cycle, usage_log=usage_log
+    )
     results: list[VMResult | None] = []
     stream = _fan_out(client, vmids, details, billing_cycle, usage_log, progress, False)
     try:
@@ -126,11 +135,14 @@ async def fetch_vms(
     return [r for r in results if r is not None]
 
 
-def _check_bulk_args(vmids: Any, details: bool, billing_cycle: bool) -> None:
+def _check_bulk_args(vmids: Any, progress: Any, **flags: Any) -> None:
     """Refuse unusable bulk arguments before any I/O."""
-    for name, flag in (("details", details), ("billing_cycle", billing_cycle)):
+    for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    details, billing_cycle = flags["details"], flags["billing_cycle"]
     if not isinstance(vmids, (Iterable, AsyncIterable)) or isinstance(vmids, (str, bytes)):
         raise TypeError(
             f"vmids must be an iterable or async iterable of ints, not {type(vmids).__name__}"
@@ -235,6 +247,9 @@ async def _fan_out(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in finished:  # results never taken: mark their errors as seen
+            if not task.cancelled():
+                task.exception()
 
 
 async def _fetch_one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._events import AttemptHook, ClientStats
+from ._exceptions import ClientClosedError
 from ._models import (
     BILLING_DECODER,
     DETAILS_DECODER,
@@ -30,7 +32,14 @@ from ._retry import RetryBudget
 from ._secret import SecretStr
 from ._throttle import Throttle
 from ._transport import Transport
-from ._validate import check_api_key, check_base_url, check_count, check_positive, check_vmid
+from ._validate import (
+    check_api_key,
+    check_base_url,
+    check_count,
+    check_hook,
+    check_positive,
+    check_vmid,
+)
 from ._version import __version__
 
 __all__ = ["HostUpClient"]
@@ -95,6 +104,8 @@ class HostUpClient:
             )
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError("retry_budget must be a RetryBudget")
+        check_hook("on_attempt", on_attempt)
+        check_hook("on_retry", on_retry)
         self._user_session = session
         self._budget = retry_budget if retry_budget is not None else RetryBudget()
         self._on_attempt = on_attempt
@@ -105,6 +116,7 @@ class HostUpClient:
         self._throttle = Throttle(self.rate_limit)
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -139,15 +151,25 @@ class HostUpClient:
     async def aclose(self) -> None:
         """Close the session this client opened (never a caller's own); safe to call twice."""
         self._closed = True
-        session, self._session, self._transport = self._session, None, None
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.closed = True  # calls in flight end with ClientClosedError
+        session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()
 
     def _open(self) -> Transport:
         """Return the transport, opening the session in the running loop on first use."""
         if self._closed:
-            raise RuntimeError("this HostUpClient is closed; create a new one")
+            raise ClientClosedError("this HostUpClient is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop and self._loop is not None:
+            raise RuntimeError(
+                "this HostUpClient belongs to the event loop it was first used in; "
+                "create one client per event loop"
+            )
         if self._transport is None:
+            self._loop = loop
             session = self._user_session
             if session is None:
                 connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0)

@@ -5,6 +5,7 @@ HostUpError
 ├── ConfigurationError          a client option or the API key is unusable (also a ValueError)
 ├── InvalidVMIDError            a vmid below 1 (also a ValueError)
 │   └── InvalidVMIDTypeError    a vmid that is not an int (also a TypeError)
+├── ClientClosedError           the client was closed (also a RuntimeError)
 ├── APIError                    any non-2xx answer, or a 2xx with success: false
 │   ├── AuthenticationError         401
 │   ├── PermissionDeniedError       403
@@ -26,6 +27,7 @@ from typing import Any
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "ClientClosedError",
     "ConfigurationError",
     "DecodeError",
     "GatewayTimeoutError",
@@ -57,6 +59,10 @@ class InvalidVMIDError(HostUpError, ValueError):
 
 class InvalidVMIDTypeError(InvalidVMIDError, TypeError):
     """A vmid is not an ``int`` (``bool`` included); raised before any request is sent."""
+
+
+class ClientClosedError(HostUpError, RuntimeError):
+    """The client (or the caller's session) was closed; calls in flight end with this too."""
 
 
 class APIError(HostUpError):

@@ -34,6 +34,9 @@ class SecretStr:
     def __str__(self) -> str:
         return _MASK
 
+    def __format__(self, spec: str) -> str:
+        return format(_MASK, spec)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, SecretStr):
             return self._value == other._value

@@ -14,6 +14,7 @@ import msgspec
 from ._events import AttemptEvent, AttemptHook, ClientStats
 from ._exceptions import (
     APIError,
+    ClientClosedError,
     DecodeError,
     HostUpError,
     RateLimitError,
@@ -77,6 +78,8 @@ class Transport:
         self._on_attempt = on_attempt
         self._on_retry = on_retry
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        #: Set when the client closes; attempts after that raise ClientClosedError.
+        self.closed = False
 
     async def get(
         self,
@@ -152,6 +155,8 @@ class Transport:
     async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:
         """Make one HTTP exchange and read the whole body; map transport errors."""
         url = self._base_url + path
+        if self.closed or self._session.closed:
+            raise self._closed_error(path)
         try:
             async with self._session.get(
                 url,
@@ -167,10 +172,21 @@ class Transport:
             ) from None
         except aiohttp.ClientPayloadError as exc:
             raise TransportError(f"GET {path}: the response body was cut short ({exc})") from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, RuntimeError) as exc:
+            # Closing the client mid-request surfaces from aiohttp as a connection error
+            # or a RuntimeError("Session is closed"): say what really happened.
+            if self.closed or self._session.closed:
+                raise self._closed_error(path) from None
+            if not isinstance(exc, aiohttp.ClientError):
+                raise
             raise TransportError(
                 f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
             ) from None
+
+    def _closed_error(self, path: str) -> ClientClosedError:
+        """Build the error for a request the closed client (or session) can no longer make."""
+        what = "the HostUpClient" if self.closed else "the aiohttp session"
+        return ClientClosedError(f"GET {path} stopped: {what} was closed")
 
     def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         """Return the aiohttp timeout for ``seconds``, built once per value (it is on the hot path)."""
@@ -279,7 +295,11 @@ class Transport:
         logger.debug(
             "GET %s -> %s in %.1f ms (attempt %d, request_id=%s)%s",
             path,
-            status if status is not None else type(error).__name__,
+            " ".join(
+                part
+                for part in (str(status) if status is not None else None, _error_name(error))
+                if part
+            ),
             elapsed * 1000,
             attempt,
             request_id,
@@ -291,3 +311,8 @@ class Transport:
                 self._on_attempt(event)
             if retry_in is not None and self._on_retry is not None:
                 self._on_retry(event)
+
+
+def _error_name(error: HostUpError | None) -> str | None:
+    """Name the error an attempt ended in, for the log line (``None`` when it succeeded)."""
+    return type(error).__name__ if error is not None else None

@@ -14,6 +14,7 @@ __all__ = [
     "check_api_key",
     "check_base_url",
     "check_count",
+    "check_hook",
     "check_positive",
     "check_vmid",
 ]
@@ -41,10 +42,12 @@ def check_api_key(api_key: Any) -> str:
         )
     if not isinstance(api_key, str):
         raise TypeError(f"api_key must be a str, not {type(api_key).__name__}")
-    if any(ch in api_key for ch in "\r\n\0") or api_key != api_key.strip():
-        # Never echo the key itself: say where it came from and what is wrong with it.
+    if not (api_key.isascii() and api_key.isprintable()) or api_key != api_key.strip():
+        # Never echo the key itself: say where it came from and what is wrong with it. A key
+        # goes into an HTTP header, so control characters (CR/LF above all) are refused.
         raise ConfigurationError(
-            f"the API key from {source} contains line breaks, NUL or surrounding whitespace"
+            f"the API key from {source} contains control characters, non-ASCII characters "
+            "or surrounding whitespace"
         )
     return api_key
 
@@ -53,11 +56,20 @@ def check_base_url(base_url: Any) -> str:
     """Return ``base_url`` without a trailing slash; it must be an absolute http(s) URL."""
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a str, not {type(base_url).__name__}")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-    if any(ch in base_url for ch in "\r\n\0 "):
+    if not (base_url.isascii() and base_url.isprintable()) or " " in base_url:
         raise ConfigurationError("base_url must not contain whitespace or control characters")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would show in reprs and logs; the key goes in a header.
+        raise ConfigurationError("base_url must not contain credentials (user:password@)")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("base_url must not have a query or fragment: paths follow it")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port range only when asked
+    except ValueError:
+        raise ConfigurationError("base_url has an invalid port") from None
     return base_url.rstrip("/")
 
 
@@ -79,3 +91,9 @@ def check_count(name: str, value: Any, *, minimum: int) -> int:
     if value < minimum:
         raise ConfigurationError(f"{name} must be {minimum} or more, got {value}")
     return value
+
+
+def check_hook(name: str, hook: Any) -> None:
+    """Refuse a hook that is neither ``None`` nor callable, before it would fail mid-request."""
+    if hook is not None and not callable(hook):
+        raise TypeError(f"{name} must be callable, not {type(hook).__name__}")

@@ -10,12 +10,14 @@ import pytest
 from hostup_async import (
     AuthenticationError,
     BillingCycle,
+    ClientClosedError,
     ConfigurationError,
     HostUpClient,
     HostUpError,
     NotFoundError,
     PermissionDeniedError,
     VMDetails,
+    VMResult,
     __version__,
 )
 from hostup_async.testing import FakeHostUp
@@ -200,3 +202,50 @@ async def test_bad_per_call_overrides_fail_before_io(
 
 def test_rate_limit_none_turns_limiting_off() -> None:
     assert HostUpClient("k", rate_limit=None).rate_limit is None
+
+
+async def test_closing_the_client_ends_calls_in_flight_with_a_hostup_error(
+    fake: FakeHostUp,
+) -> None:
+    fake.latency = 0.3
+    client = HostUpClient(API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=4)
+    single = asyncio.create_task(client.get_vm_details(1))
+
+    async def consume() -> list[VMResult]:
+        return [r async for r in client.stream_vms(range(2, 30))]
+
+    bulk = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    await client.aclose()
+    with pytest.raises(ClientClosedError):
+        await single
+    results = await bulk
+    assert len(results) == 28, "every input item is accounted for"
+    assert all(isinstance(r.error, ClientClosedError) for r in results)
+    assert isinstance(ClientClosedError("x"), RuntimeError)
+
+
+async def test_a_callers_closed_session_is_a_clear_error(fake: FakeHostUp) -> None:
+    session = aiohttp.ClientSession()
+    await session.close()
+    async with HostUpClient(API_KEY, base_url=fake.url, session=session) as client:
+        with pytest.raises(ClientClosedError, match="aiohttp session"):
+            await client.get_vm_details(1)
+    assert fake.stats.requests == 0
+
+
+def test_one_client_per_event_loop() -> None:
+    client = HostUpClient(API_KEY, base_url="http://127.0.0.1:9/api", rate_limit=None)
+
+    async def use() -> None:
+        with pytest.raises(Exception):  # noqa: B017 - any failure: port 9 answers nothing
+            await client.get_vm_details(1, max_retries=0, timeout=0.5)
+
+    asyncio.run(use())
+
+    async def again() -> None:
+        with pytest.raises(RuntimeError, match="one client per event loop"):
+            await client.get_vm_details(1)
+        await client.aclose()
+
+    asyncio.run(again())

@@ -25,9 +25,12 @@ from .conftest import API_KEY
 # -- bad input: a clear error before any I/O --------------------------------------------
 
 BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
-    ({"api_key": "key\r\nX-Injected: 1"}, ConfigurationError, "line breaks"),
-    ({"api_key": "key\n"}, ConfigurationError, "line breaks"),
-    ({"api_key": "key\x00"}, ConfigurationError, "line breaks"),
+    ({"api_key": "key\r\nX-Injected: 1"}, ConfigurationError, "control characters"),
+    ({"api_key": "key\n"}, ConfigurationError, "control characters"),
+    ({"api_key": "key\x00"}, ConfigurationError, "control characters"),
+    ({"api_key": "key\x01"}, ConfigurationError, "control characters"),
+    ({"api_key": "key\x7f"}, ConfigurationError, "control characters"),
+    ({"api_key": "kéy"}, ConfigurationError, "non-ASCII"),
     ({"api_key": " key"}, ConfigurationError, "whitespace"),
     ({"api_key": "   "}, ConfigurationError, "no API key"),
     ({"api_key": b"key"}, TypeError, "api_key"),
@@ -37,6 +40,13 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"base_url": "http://"}, ConfigurationError, "http"),
     ({"base_url": "http://a.example/\r\nHost: evil"}, ConfigurationError, "base_url"),
     ({"base_url": None}, TypeError, "base_url"),
+    ({"base_url": "https://user:pw@x.example/api"}, ConfigurationError, "credentials"),
+    ({"base_url": "https://x.example/api?v=1"}, ConfigurationError, "query"),
+    ({"base_url": "https://x.example/api#top"}, ConfigurationError, "fragment"),
+    ({"base_url": "https://x.example:99999/api"}, ConfigurationError, "port"),
+    ({"base_url": "https://x.example/\tapi"}, ConfigurationError, "control"),
+    ({"on_retry": 5}, TypeError, "on_retry"),
+    ({"on_attempt": "log"}, TypeError, "on_attempt"),
     ({"rate_limit": 0}, ConfigurationError, "rate_limit"),
     ({"rate_limit": -5}, ConfigurationError, "rate_limit"),
     ({"rate_limit": float("inf")}, ConfigurationError, "rate_limit"),
@@ -122,6 +132,9 @@ async def test_bad_per_call_options_fail_before_io(
         (b"123", {}, TypeError),
         (None, {}, TypeError),
         ([1, 2], {"details": False, "billing_cycle": False}, ConfigurationError),
+        ([1, 2], {"usage_log": "x"}, TypeError),
+        ([1, 2], {"details": 1}, TypeError),
+        ([1, 2], {"progress": 5}, TypeError),
     ],
 )
 async def test_bad_bulk_arguments_fail_before_io(
