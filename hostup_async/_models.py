@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from ._exceptions import APIError, DecodeError, error_for_status
+from ._lenient import lenient_decode
 from ._secret import SecretStr
 
 __all__ = [
@@ -377,14 +378,17 @@ def unwrap(
     """Decode an envelope; raise APIError for ``success: false`` and DecodeError for bad bodies."""
     try:
         envelope = decoder.decode(raw)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError:
         head = sniff_status(raw)
         if head is not None and head.success is False:
             raise _failure(head, status, raw) from None
-        request_id = text_or_none(head.request_id) if head is not None else None
-        raise DecodeError(
-            f"response body does not fit the schema: {exc}", request_id=request_id
-        ) from None
+        try:
+            envelope = lenient_decode(raw, decoder.type, _secret_hook)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            request_id = text_or_none(head.request_id) if head is not None else None
+            raise DecodeError(
+                f"response body does not fit the schema: {exc}", request_id=request_id
+            ) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec lets invalid UTF-8 inside a JSON string through as UnicodeDecodeError.
         head = sniff_status(raw)

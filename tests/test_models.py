@@ -315,3 +315,52 @@ def test_details_round_trip_through_json_keeps_every_value() -> None:
     )
     assert again == vm
     assert next(iter(again.usage_log)) == datetime(2026, 2, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("usage_log", [True, False])
+def test_nulls_empty_arrays_and_numeric_ids_do_not_cost_the_vm(usage_log: bool) -> None:
+    data = vm_data(5)
+    data.update(
+        {
+            "ipv6": None,
+            "hostname": None,
+            "ip_addresses": None,
+            "cpu": None,
+            "price": None,
+            "id": 110415,
+            "order_id": 50005.0,
+            "bandwidth_usage": [],
+            "details": [],
+            "usage_log": [],
+            "total": "",
+            "created": None,
+        }
+    )
+    data["pricing"]["addons"] = None
+    vm = decode_vm_details(envelope(data, request_id="r-lenient"), usage_log=usage_log)
+    assert vm.request_id == "r-lenient"
+    assert (vm.id, vm.order_id) == ("110415", "50005.0")
+    assert (vm.ipv6, vm.hostname, vm.ip_addresses, vm.cpu) == ("", "", [], 0)
+    assert (vm.price, vm.total) == (Decimal(0), Decimal(0))
+    assert vm.bandwidth_usage is None and vm.details is None and vm.usage_log == {}
+    assert vm.created is None
+    assert vm.pricing is not None and vm.pricing.addons == []
+    assert vm.pricing.base_monthly_cost == Decimal("79.0")  # the other fields are untouched
+
+
+def test_lenient_pass_keeps_money_exact_and_cleans_nested_samples() -> None:
+    raw = (
+        b'{"success":true,"data":{"hostname":null,"price":39.10,'
+        b'"usage_log":{"2026-01-01T00:00:00Z":{"cpu":null,"mem":"1.5"}}}}'
+    )
+    vm = decode_vm_details(raw)
+    assert vm.price == Decimal("39.10")
+    (sample,) = vm.usage_log.values()
+    assert (sample.cpu, sample.mem) == (0.0, 1.5)
+
+
+def test_what_the_lenient_pass_cannot_fix_is_still_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match=r"\$\.data\.cycles\[1\]"):
+        decode_billing_cycle(b'{"success":true,"data":{"cycles":[{"id":"m"},null]}}')
+    with pytest.raises(DecodeError, match=r"\$\.data\.cpu"):
+        decode_vm_details(b'{"success":true,"data":{"cpu":"four"}}')
