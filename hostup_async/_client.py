@@ -247,9 +247,10 @@ class HostUpClient:
         ``vmids`` may be any iterable or async iterable, even endless: at most
         ``2 * max_concurrency`` items are pulled ahead of what you have taken. Results come
         in completion order, or input order with ``ordered=True``. A failing VM is a result
-        with ``.error`` set; the stream goes on. Breaking out, ``aclose()`` or cancelling
-        the consumer cancels the requests in flight. The arguments are checked when you
-        call this, before any request.
+        with ``.error`` set; the stream goes on. ``aclose()`` (or ``contextlib.aclosing``
+        around the stream) and cancelling the consumer cancel the requests in flight; a
+        ``break`` does so once the stream object is dropped. The arguments are checked when
+        you call this, before any request.
         """
         self._open()
         return stream_vms(

@@ -82,6 +82,13 @@ class AdjustableLimiter(AsyncLimiter):
         """Requests per second allowed now."""
         return self._rate_per_sec
 
+    def try_take(self) -> bool:
+        """Take one request's capacity now if there is room and nobody queued first."""
+        if self._waiters or not self.has_capacity():
+            return False
+        self._level += 1
+        return True
+
     def set_rate(self, rate: float) -> None:
         """Allow ``rate`` requests per second from now on (a burst of ``RATE_BURST_SECONDS``)."""
         self._leak()  # settle what drained at the old rate before switching
@@ -143,7 +150,25 @@ class Throttle:
             # was earned at the old rate, so sit out the pause and queue again at the new one.
             if self._paused_until <= loop.time():
                 break
-        now = loop.time()
+        return self._sending(loop.time())
+
+    def try_acquire(self) -> float | None:
+        """Take a send slot at once when nothing needs waiting for; ``None`` means ``acquire()``.
+
+        The common case costs no coroutine at all, which matters on the bulk hot path.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._paused_until > now:
+            return None
+        limiter = self._limiter
+        if limiter is not None:
+            if self._window_delay(now, limiter.rate) > 0 or not limiter.try_take():
+                return None
+            self._note_window(now)
+        return self._sending(now)
+
+    def _sending(self, now: float) -> float:
+        """Count a send at ``now`` (for probing) and return ``now``."""
         if self._first_send is None:
             self._first_send = now
         self._sent += 1
@@ -153,15 +178,25 @@ class Throttle:
 
     async def _cap_window(self, loop: asyncio.AbstractEventLoop, rate: float) -> None:
         """Hold this send until it is at most the ``floor(rate)``-th in any 1-s window."""
+        # Re-check after every sleep: others woken at the same time may have taken the slot.
+        while (delay := self._window_delay(loop.time(), rate)) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        self._note_window(loop.time())
+
+    def _window_delay(self, now: float, rate: float) -> float:
+        """Seconds until one more send fits ``floor(rate)`` sends in any 1-s window."""
         cap = max(1, int(rate))
         sent = self._window
-        span = 1.0 + _WINDOW_MARGIN
-        # Re-check after every sleep: others woken at the same time may have taken the slot.
-        while len(sent) >= cap and (delay := sent[-cap] + span - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(delay)
-        now = loop.time()
+        if len(sent) < cap:
+            return 0.0
+        return sent[-cap] + 1.0 + _WINDOW_MARGIN - now
+
+    def _note_window(self, now: float) -> None:
+        """Record a send in the 1-s window and forget sends older than it."""
+        sent = self._window
         sent.append(now)
-        while sent and sent[0] <= now - span:
+        horizon = now - 1.0 - _WINDOW_MARGIN
+        while sent and sent[0] <= horizon:
             sent.popleft()
 
     async def _sit_out_pause(self, loop: asyncio.AbstractEventLoop) -> None:

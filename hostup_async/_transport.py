@@ -97,7 +97,10 @@ class Transport:
             answer: _Answer | None = None
             # The slot is held for one attempt only: backoff sleeps below let others run.
             async with self._slots:
-                sent_at = await self._pace()
+                sent_at = self._throttle.try_acquire()
+                if sent_at is None:
+                    sent_at = await self._wait_for_turn()
+                self._stats.requests += 1
                 started = time.perf_counter()  # latency excludes the wait for the limiter
                 try:
                     answer = await self._send(path, timeout, sent_at)
@@ -144,12 +147,11 @@ class Transport:
                 raise error
             await asyncio.sleep(retry_in)
 
-    async def _pace(self) -> float:
+    async def _wait_for_turn(self) -> float:
         """Wait for the rate limit and any 429 pause; return the loop time of sending."""
         asked = time.perf_counter()
         sent_at = await self._throttle.acquire()
         self._stats.throttle_wait += time.perf_counter() - asked
-        self._stats.requests += 1
         return sent_at
 
     async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:

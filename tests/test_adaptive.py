@@ -149,3 +149,17 @@ async def test_never_more_than_the_rate_in_any_one_second_window() -> None:
     sends = sorted(await asyncio.gather(*(throttle.acquire() for _ in range(50))))
     most = max(sum(1 for t in sends[i:] if t < start + 1.0) for i, start in enumerate(sends))
     assert most <= 20
+
+
+async def test_try_acquire_takes_a_slot_only_when_no_wait_is_needed() -> None:
+    throttle = Throttle(2.0)
+    assert throttle.try_acquire() is not None
+    taken = 1
+    while throttle.try_acquire() is not None:
+        taken += 1
+    assert taken <= 2, "never more than the rate at once"
+    assert throttle.try_acquire() is None, "full: the caller must await acquire()"
+    free = Throttle(None)
+    assert free.try_acquire() is not None
+    free.pause(5.0)
+    assert free.try_acquire() is None, "paused: the caller must await acquire()"
