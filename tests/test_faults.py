@@ -284,3 +284,10 @@ async def test_plan_latency_delays_answers() -> None:
         start = loop.time()
         await _burst(fake, 3)
         assert loop.time() - start >= 0.15
+
+
+async def test_a_port_in_use_raises_and_leaves_nothing_running() -> None:
+    async with FakeHostUp() as first:
+        port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(OSError):
+            await FakeHostUp(port=port).start()

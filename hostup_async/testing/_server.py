@@ -217,7 +217,11 @@ class FakeHostUp:
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()  # a port in use must not leave the runner behind
+            raise
         self._runner = runner
         port = runner.addresses[0][1]
         self._port = port
