@@ -21,6 +21,7 @@ from ._exceptions import (
     ServerError,
     TransportError,
 )
+from ._export import to_builtins
 from ._models import (
     BandwidthUsage,
     BillingCycle,
@@ -72,4 +73,5 @@ __all__ = [
     "__version__",
     "decode_billing_cycle",
     "decode_vm_details",
+    "to_builtins",
 ]

@@ -34,13 +34,11 @@ from ._exceptions import (
     HostUpError,
     InvalidVMIDError,
 )
-from ._models import BandwidthUsage, Credentials, UsageSample
-from ._secret import SecretStr
+from ._export import json_encoder, python_names
 from ._version import __version__
 
 __all__ = ["main", "parse_vmids", "python_names"]
 
-_MASK = "**********"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells report
 
@@ -93,29 +91,7 @@ def _tokens_from_file(path: str) -> list[str]:
 
 def _encoder(show_secrets: bool) -> msgspec.json.Encoder:
     """Build the JSON encoder; secrets are masked unless asked for."""
-
-    def enc_hook(obj: Any) -> Any:
-        """Mask SecretStr values unless --show-secrets."""
-        if isinstance(obj, SecretStr):
-            return obj.get_secret_value() if show_secrets else _MASK
-        raise NotImplementedError(type(obj))
-
-    return msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="string")
-
-
-# Structs without renamed fields or renamed children: msgspec encodes them as they are.
-_PLAIN_STRUCTS = (UsageSample, BandwidthUsage, Credentials)
-
-
-def python_names(obj: Any) -> Any:
-    """Key Structs by their Python field names (``price_per_cycle``, not ``pricePerCycle``)."""
-    if isinstance(obj, _PLAIN_STRUCTS):
-        return obj
-    if isinstance(obj, msgspec.Struct):
-        return {name: python_names(getattr(obj, name)) for name in obj.__struct_fields__}
-    if isinstance(obj, list):
-        return [python_names(item) for item in obj]
-    return obj  # the usage log's dict holds only plain Structs
+    return json_encoder(show_secrets=show_secrets)
 
 
 def error_object(error: HostUpError) -> dict[str, Any]:

@@ -364,3 +364,26 @@ def test_what_the_lenient_pass_cannot_fix_is_still_a_decode_error() -> None:
         decode_billing_cycle(b'{"success":true,"data":{"cycles":[{"id":"m"},null]}}')
     with pytest.raises(DecodeError, match=r"\$\.data\.cpu"):
         decode_vm_details(b'{"success":true,"data":{"cpu":"four"}}')
+
+
+def test_to_builtins_uses_python_names_and_masks_secrets() -> None:
+    from hostup_async import to_builtins
+
+    data = vm_data(3)
+    data["usage_log"] = {"2026-01-12T17:00:00Z": {"cpu": 0.5}}
+    vm = decode_vm_details(envelope(data, request_id="r-b"))
+    plain = to_builtins(vm)
+    assert plain["pricing"]["price_per_cycle"] == data["pricing"]["pricePerCycle"]
+    assert plain["pricing"]["billing_cycle"]["is_free"] is False
+    assert plain["details"]["password"] == "**********"
+    assert plain["usage_log"]["2026-01-12T17:00:00Z"]["cpu"] == 0.5
+    assert plain["request_id"] == "r-b"
+    assert msgspec.json.decode(msgspec.json.encode(plain)) == plain
+    shown = to_builtins(vm.details, show_secrets=True)
+    assert shown["password"] == data["details"]["password"]
+    assert (
+        to_builtins([bc := decode_billing_cycle(envelope(billing_cycle_data(1)))])[0][
+            "current_name"
+        ]
+        == bc.current_name
+    )
