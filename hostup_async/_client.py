@@ -70,7 +70,7 @@ class HostUpClient:
     503, 504, timeouts and transport errors, with jittered exponential backoff that never
     undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
     what the server accepts (probing back up later); with ``rate_limit=None`` there is no
-    limit until the first 429, which installs one.
+    limit until a 429 arrives after some requests got through, which installs one.
     """
 
     def __init__(

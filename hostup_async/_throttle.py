@@ -6,18 +6,20 @@ driven by plain 429s and their ``retryAfter``):
 - The rate starts at the configured ``rate_limit`` (or unlimited when it is ``None``).
 - A 429 pauses the whole client for the server's wait (each request then wakes with a
   little jitter), and lowers the rate to ``ADAPTIVE_BACKOFF`` times what the server was
-  measured to accept: the requests it answered (not with 429) over the last
-  ``max(1 s, retryAfter)``, divided by that span *plus* the wait it asked for. That
-  ratio is the server's window read straight off the wire: a gateway that allows 100 per
-  second and refuses the 101st at 0.2 s with ``retryAfter`` 0.8 gives 100 / 1.0 s.
+  measured to take: the requests this client sent in the server's current window before
+  the refused one, divided by that window. The window is taken as ``max(1 s, retryAfter)``
+  and to end when the wait does, so a gateway that allows 100 per second and refuses the
+  101st at 0.2 s with ``retryAfter`` 0.8 gives 100 / 1.0 s, and so does one refusing at
+  0.97 s with ``retryAfter`` 0.03 in steady state. Without ``retryAfter`` the client looks
+  back one second and divides by it plus the default pause: a cautious estimate.
 - The 429s of requests sent before that decision are the same burst and change nothing
   more; a 429 that arrives before anything was accepted only pauses, since it says
   nothing about the rate.
 - ``ADAPTIVE_PROBE_HOLD`` seconds after the pause, while no 429 arrives and the client
   actually uses its rate, the rate climbs by ``ADAPTIVE_PROBE_STEP`` every
   ``ADAPTIVE_PROBE_INTERVAL`` seconds, never above the configured ``rate_limit``. A client
-  without a configured limit keeps the learned one, since it was told once that
-  unlimited is too fast.
+  without a configured limit keeps a limit from its first lowering on, since it was told
+  once that unlimited is too fast, and probes up from it with no ceiling.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ logger = logging.getLogger("hostup_async")
 # Longest span of accepted requests a rate estimate looks back over, and how many send
 # times are kept for it: enough for a one-minute server window at a few hundred req/s.
 _MAX_SPAN = 60.0
+# Share of the server's window by which its start is moved earlier, for the server's lag.
+_WINDOW_SLACK = 0.05
 _MAX_KEPT = 50_000
 # A probe raises the rate only when the client sent at least this share of it: a client
 # that is not using its rate learns nothing by raising it.
@@ -116,7 +120,7 @@ class Throttle:
         self._pause_spread = 0.0
         #: Times a 429 lowered the rate.
         self.lowered = 0
-        self._accepted: deque[float] = deque(maxlen=_MAX_KEPT)
+        self._sends: deque[float] = deque(maxlen=_MAX_KEPT)
         self._window: deque[float] = deque()
         self._first_send: float | None = None
         self._epoch = -math.inf
@@ -150,7 +154,7 @@ class Throttle:
             # was earned at the old rate, so sit out the pause and queue again at the new one.
             if self._paused_until <= loop.time():
                 break
-        return self._sending(loop.time())
+        return self.note_send(loop.time())
 
     def try_acquire(self) -> float | None:
         """Take a send slot at once when nothing needs waiting for; ``None`` means ``acquire()``.
@@ -165,12 +169,13 @@ class Throttle:
             if self._window_delay(now, limiter.rate) > 0 or not limiter.try_take():
                 return None
             self._note_window(now)
-        return self._sending(now)
+        return self.note_send(now)
 
-    def _sending(self, now: float) -> float:
-        """Count a send at ``now`` (for probing) and return ``now``."""
+    def note_send(self, now: float) -> float:
+        """Record a send at ``now`` (for rate estimates and probing) and return ``now``."""
         if self._first_send is None:
             self._first_send = now
+        self._sends.append(now)
         self._sent += 1
         if now >= self._next_probe:
             self._probe(now)
@@ -206,12 +211,6 @@ class Throttle:
         while (delay := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay + self._pause_spread * random.random())
 
-    def on_accepted(self, sent_at: float) -> None:
-        """Record that the server answered a request sent at ``sent_at`` without a 429."""
-        self._accepted.append(sent_at)
-        if self._first_send is None or sent_at < self._first_send:
-            self._first_send = sent_at
-
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """React to a 429 for a request sent at ``sent_at``: pause, and lower the rate once."""
         now = asyncio.get_running_loop().time()
@@ -219,17 +218,25 @@ class Throttle:
         self.pause(wait)
         if sent_at < self._epoch or self._first_send is None:
             return  # part of a burst already acted on
-        span = min(max(1.0, wait), _MAX_SPAN, now - self._first_send)
-        cutoff = now - span
-        accepted = 0
-        for t in reversed(self._accepted):
-            if t >= cutoff:
-                accepted += 1
-            elif t < cutoff - span:  # answers arrive a little out of send order
+        window = min(max(1.0, wait), _MAX_SPAN)  # the server's window: at least a second
+        if retry_after is not None and wait < window:
+            # A window that resets when the wait ends began ``window - wait`` before the
+            # refusal: what the client sent in it before the refused request got through.
+            # The server sees our sends a little late (a round trip, new connections), so
+            # the window is taken to start a little earlier than that.
+            slack = max(now - sent_at, _WINDOW_SLACK * window)
+            start, span = sent_at + wait - window - slack, window
+        else:
+            # No usable wait: look back one window and count the pause too (cautious).
+            start, span = sent_at - window, window + wait
+        through = 0
+        for t in reversed(self._sends):
+            if t < start:
                 break
-        if accepted == 0:
-            return  # nothing accepted yet: the pause is all this 429 tells us
-        measured = accepted / (span + wait)
+            through += t < sent_at
+        if through == 0:
+            return  # nothing got through first: the pause is all this 429 tells us
+        measured = through / span
         current = self.rate if self.rate is not None else math.inf
         new = max(ADAPTIVE_MIN_RATE, min(current, measured) * ADAPTIVE_BACKOFF)
         self._set_rate(new)

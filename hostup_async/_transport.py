@@ -110,20 +110,14 @@ class Transport:
                 else:
                     error = None
             if error is None:
-                assert answer is not None
-                self._throttle.on_accepted(answer.sent_at)
                 self._budget.on_success(spent)
                 request_id = getattr(result, "request_id", None)
                 self._report(path, attempt, answer, None, request_id, started, None)
                 return result
 
-            if answer is not None:
-                # Every 429 paces the whole client (pause, adaptive rate), retried or not;
-                # any other answer shows a request the server's rate limit let through.
-                if isinstance(error, RateLimitError) and answer.status == 429:
-                    self._throttle.on_rate_limited(answer.sent_at, error.retry_after)
-                else:
-                    self._throttle.on_accepted(answer.sent_at)
+            if answer is not None and answer.status == 429 and isinstance(error, RateLimitError):
+                # Every 429 paces the whole client (pause, adaptive rate), retried or not.
+                self._throttle.on_rate_limited(answer.sent_at, error.retry_after)
             body_is_json = answer is None or sniff_status(answer.body) is not None
             retry_in: float | None = None
             if attempt <= max_retries and is_retryable(error, body_is_json):

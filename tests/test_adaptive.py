@@ -52,9 +52,9 @@ async def test_a_429_before_anything_was_accepted_only_pauses() -> None:
 async def test_a_429_lowers_the_rate_to_what_the_server_accepted_once_per_burst() -> None:
     throttle = Throttle(400.0)
     now = asyncio.get_running_loop().time()
-    # 100 answers over the last 0.2 s, then a 429 saying "wait 0.8 s": 100 per second.
+    # 100 sends over the last 0.2 s, then a 429 saying "wait 0.8 s": 100 per second.
     for i in range(100):
-        throttle.on_accepted(now - 0.2 + i * 0.002)
+        throttle.note_send(now - 0.2 + i * 0.002)
     throttle.on_rate_limited(now, 0.8)
     assert throttle.rate == pytest.approx(90.0, rel=0.05)
     assert throttle.lowered == 1
@@ -69,10 +69,20 @@ async def test_without_retry_after_the_client_pauses_a_default_second() -> None:
     throttle = Throttle(50.0)
     now = asyncio.get_running_loop().time()
     for i in range(10):
-        throttle.on_accepted(now - 0.95 + i * 0.1)
+        throttle.note_send(now - 0.95 + i * 0.1)
     throttle.on_rate_limited(now, None)
-    # 10 accepted over 0.95 s, plus the default 1 s pause: about 5 per second, times 0.9.
-    assert throttle.rate == pytest.approx(0.9 * 10 / 1.95, rel=0.01)
+    # 10 sent over the last second, plus the default 1 s pause: 5 per second, times 0.9.
+    assert throttle.rate == pytest.approx(0.9 * 10 / 2.0, rel=0.01)
+
+
+async def test_a_steady_state_429_keeps_the_rate_near_the_servers_window() -> None:
+    throttle = Throttle(400.0)
+    now = asyncio.get_running_loop().time()
+    # Sending at 103/s into a 100-per-second window: refused 0.97 s in, "wait 0.03 s".
+    for i in range(300):
+        throttle.note_send(now - 2.9 + i / 103)
+    throttle.on_rate_limited(now, 0.03)
+    assert throttle.rate == pytest.approx(0.9 * 103, rel=0.06)
 
 
 # -- the hidden limit, over real HTTP -----------------------------------------------------
