@@ -368,7 +368,7 @@ def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
     """Read the success flag, request id and error fields of any JSON body, if it is JSON."""
     try:
         return _STATUS.decode(raw)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
 
 
@@ -384,12 +384,12 @@ def unwrap(
             raise _failure(head, status, raw) from None
         try:
             envelope = lenient_decode(raw, decoder.type, _secret_hook)
-        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             request_id = text_or_none(head.request_id) if head is not None else None
             raise DecodeError(
                 f"response body does not fit the schema: {exc}", request_id=request_id
             ) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # msgspec lets invalid UTF-8 inside a JSON string through as UnicodeDecodeError.
         head = sniff_status(raw)
         request_id = text_or_none(head.request_id) if head is not None else None
@@ -413,8 +413,8 @@ def _failure(head: _Status | _Envelope[Any], status: int, raw: Any) -> APIError:
     body: Any
     try:
         body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        body = None
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        body = None  # the error fields were readable; the rest need not be
     return cls(
         text_or_none(head.message) or text_or_none(head.error) or "the API reported success: false",
         status=status,

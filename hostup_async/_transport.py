@@ -153,31 +153,34 @@ class Transport:
         url = self._base_url + path
         if self.closed or self._session.closed:
             raise self._closed_error(path)
+        failure: HostUpError
         try:
             async with self._session.get(
                 url,
                 headers=self._headers,
                 timeout=self._client_timeout(timeout),
                 allow_redirects=False,
+                raise_for_status=False,  # a caller's session may say otherwise; we map statuses
             ) as response:
                 body = await response.read()
                 return _Answer(response.status, response.headers, body, sent_at)
         except asyncio.TimeoutError:
-            raise RequestTimeoutError(
-                f"GET {path} took longer than its {timeout:g} s timeout"
-            ) from None
+            failure = RequestTimeoutError(f"GET {path} took longer than its {timeout:g} s timeout")
         except aiohttp.ClientPayloadError as exc:
-            raise TransportError(f"GET {path}: the response body was cut short ({exc})") from None
+            failure = TransportError(f"GET {path}: the response body was cut short ({exc})")
         except (aiohttp.ClientError, RuntimeError) as exc:
             # Closing the client mid-request surfaces from aiohttp as a connection error
             # or a RuntimeError("Session is closed"): say what really happened.
             if self.closed or self._session.closed:
-                raise self._closed_error(path) from None
-            if not isinstance(exc, aiohttp.ClientError):
+                failure = self._closed_error(path)
+            elif isinstance(exc, aiohttp.ClientError):
+                text = self._redact(str(exc)) or type(exc).__name__
+                failure = TransportError(f"GET {path} failed: {text}")
+            else:
                 raise
-            raise TransportError(
-                f"GET {path} failed: {self._redact(str(exc)) or type(exc).__name__}"
-            ) from None
+        # Raised here, outside the except blocks, so the aiohttp error is not kept as
+        # __context__: its request_info holds the request headers, API key included.
+        raise failure
 
     def _closed_error(self, path: str) -> ClientClosedError:
         """Build the error for a request the closed client (or session) can no longer make."""
@@ -200,7 +203,7 @@ class Transport:
                 raise self._redact_error(exc) from None
             except HostUpError:
                 raise
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:
                 # Defence in depth: whatever a decoder lets slip (such as a UnicodeDecodeError
                 # from invalid UTF-8 inside a string), callers only ever see HostUp errors.
                 raise DecodeError(
@@ -219,8 +222,8 @@ class Transport:
         if head is not None:
             try:
                 body = self._redact_value(msgspec.json.decode(answer.body))
-            except (msgspec.DecodeError, ValueError):  # JSON-shaped, but not valid (bad UTF-8)
-                head = None
+            except (msgspec.DecodeError, ValueError, RecursionError):
+                head = None  # JSON-shaped, but not valid (bad UTF-8) or absurdly deep
         if head is not None:
             message = _text(head.message) or _text(head.error)
             code = _text(head.code)

@@ -59,11 +59,12 @@ def check_base_url(base_url: Any) -> str:
     if not (base_url.isascii() and base_url.isprintable()) or " " in base_url:
         raise ConfigurationError("base_url must not contain whitespace or control characters")
     parts = urlsplit(base_url)
+    if "@" in parts.netloc:
+        # Credentials in the URL would show in reprs and logs (the key goes in a header),
+        # so this is checked first and the URL is never echoed.
+        raise ConfigurationError("base_url must not contain credentials (user:password@)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-    if parts.username is not None or parts.password is not None:
-        # Credentials in the URL would show in reprs and logs; the key goes in a header.
-        raise ConfigurationError("base_url must not contain credentials (user:password@)")
     if parts.query or parts.fragment:
         raise ConfigurationError("base_url must not have a query or fragment: paths follow it")
     try:

@@ -15,8 +15,10 @@ from hostup_async import (
     HostUpClient,
     HostUpError,
     InvalidVMIDError,
+    NotFoundError,
     RetryBudget,
     VMDetails,
+    decode_vm_details,
 )
 from hostup_async.testing import FakeHostUp, Fault, FaultPlan
 
@@ -262,3 +264,47 @@ async def test_breaking_out_of_a_stream_cancels_what_is_in_flight() -> None:
             await asyncio.sleep(0)
             assert not _client_tasks()
     assert fake.stats.requests < 100
+
+
+@pytest.mark.parametrize("url", ["ftp://me:hunter2@x.example/api", "https://me:hunter2@x.example"])
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="credentials") as info:
+        HostUpClient("k", base_url=url)
+    assert "hunter2" not in str(info.value)
+
+
+async def test_transport_errors_keep_no_reference_to_the_request_headers(
+    fake: FakeHostUp, client: HostUpClient
+) -> None:
+    fake.inject(*[Fault.truncate()] * 4)
+    with pytest.raises(HostUpError) as info:
+        await client.get_vm_details(1, max_retries=0)
+    chain: list[BaseException] = []
+    error: BaseException | None = info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert all(API_KEY not in repr(vars(e)) + repr(e.args) for e in chain)
+    assert len(chain) == 1, "no aiohttp exception (with the request headers) is kept"
+
+
+async def test_a_callers_raise_for_status_session_still_maps_statuses(fake: FakeHostUp) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        async with HostUpClient(API_KEY, base_url=fake.url, session=session) as client:
+            with pytest.raises(NotFoundError):
+                await client.get_vm_details(404)
+    assert fake.stats.requests == 1
+
+
+@pytest.mark.parametrize("where", ["ok", "error"])
+async def test_absurdly_deep_bodies_are_hostup_errors(
+    fake: FakeHostUp, client: HostUpClient, where: str
+) -> None:
+    deep = b'{"success": true, "junk": ' + b"[" * 3000 + b"]" * 3000 + b', "data": {}}'
+    fake.inject(Fault.custom(deep, status=200 if where == "ok" else 400))
+    with pytest.raises(HostUpError):
+        await client.get_vm_details(1, max_retries=0)
+    with pytest.raises(HostUpError):
+        decode_vm_details(deep)
