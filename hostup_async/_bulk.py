@@ -17,7 +17,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ConfigurationError, HostUpError
+from ._exceptions import ClientClosedError, ConfigurationError, HostUpError
 from ._models import BillingCycle, VMDetails
 from ._validate import check_vmid
 
@@ -168,7 +168,7 @@ async def _fan_out(
     window = max(2, client.max_concurrency * _WINDOW_PER_SLOT)
     total = len(vmids) if isinstance(vmids, Sized) else None
     stats = client.stats
-    start = (stats.throttle_wait, stats.retries, stats.rate_limited)
+    base = (stats.throttle_wait, stats.retries, stats.rate_limited)
     if isinstance(vmids, AsyncIterable):
         async_items: AsyncIterator[Any] | None = aiter(vmids)
         sync_items: Iterator[Any] = iter(())
@@ -177,47 +177,68 @@ async def _fan_out(
     pending: set[asyncio.Task[VMResult]] = set()
     finished: deque[asyncio.Task[VMResult]] = deque()
     held: dict[int, VMResult] = {}  # finished out of order, waiting for their turn
+    pull: asyncio.Future[Any] | None = None  # the async source's next item, on its way
     waiter: asyncio.Future[None] | None = None
+    next_index = 0  # next input index to pull
+    next_out = 0  # next input index to yield when ordered
+    done_count = failed = 0
+    exhausted = False
+
+    def wake(_: object = None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # A done-callback hands each result over: cheaper than asyncio.wait(), which
     # re-registers a callback on every pending task each time round.
     def on_done(task: asyncio.Task[VMResult]) -> None:
         pending.discard(task)
         finished.append(task)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        wake()
 
-    next_index = 0  # next input index to pull
-    next_out = 0  # next input index to yield when ordered
-    done_count = failed = 0
-    exhausted = False
+    def launch(item: Any) -> None:
+        nonlocal next_index
+        task = loop.create_task(
+            _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
+        )
+        task.add_done_callback(on_done)
+        pending.add(task)
+        next_index += 1
+
     try:
         while True:
-            while not exhausted and len(pending) + len(finished) + len(held) < window:
-                if async_items is None:
+            if client.closed:
+                raise ClientClosedError("the HostUpClient was closed; the stream stops")
+            room = window - len(pending) - len(finished) - len(held)
+            if async_items is None:
+                while room > 0 and not exhausted:
                     item = next(sync_items, _END)
-                else:
+                    if item is _END:
+                        exhausted = True
+                    else:
+                        launch(item)
+                        room -= 1
+            else:
+                # The async source is awaited on the side, so results that finish meanwhile
+                # are handed over at once (a source may even wait for them, like a queue).
+                if pull is not None and pull.done():
+                    arrived, pull = pull, None
                     try:
-                        item = await async_items.__anext__()
+                        launch(arrived.result())
+                        room -= 1
                     except StopAsyncIteration:
-                        item = _END
-                if item is _END:
-                    exhausted = True
-                    break
-                task = loop.create_task(
-                    _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
-                )
-                task.add_done_callback(on_done)
-                pending.add(task)
-                next_index += 1
+                        exhausted = True
+                if pull is None and room > 0 and not exhausted:
+                    pull = asyncio.ensure_future(async_items.__anext__())
+                    pull.add_done_callback(wake)
             if not finished:
-                if not pending:
+                if not pending and pull is None:
                     return
                 waiter = loop.create_future()
                 try:
                     await waiter
                 finally:
                     waiter = None
+                continue
             batch = [task.result() for task in finished]
             finished.clear()
             done_count += len(batch)
@@ -234,19 +255,20 @@ async def _fan_out(
                         done=done_count,
                         failed=failed,
                         total=total,
-                        throttle_wait=stats.throttle_wait - start[0],
-                        retries=stats.retries - start[1],
-                        rate_limited=stats.rate_limited - start[2],
+                        throttle_wait=stats.throttle_wait - base[0],
+                        retries=stats.retries - base[1],
+                        rate_limited=stats.rate_limited - base[2],
                     )
                 )
             for result in batch:
                 yield result
     finally:
         # Breaking out, aclose() and cancellation all land here: stop what is in flight.
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        stopping: list[asyncio.Future[Any]] = [*pending, *([pull] if pull is not None else [])]
+        for future in stopping:
+            future.cancel()
+        if stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)
         for task in finished:  # results never taken: mark their errors as seen
             if not task.cancelled():
                 task.exception()
@@ -279,17 +301,11 @@ async def _fetch_one(
 async def _both(
     first: Awaitable[VMDetails], second: Awaitable[BillingCycle]
 ) -> tuple[VMDetails, BillingCycle]:
-    """Run two calls concurrently; if one fails, cancel the other and raise its error."""
-    vm_task, bc_task = asyncio.ensure_future(first), asyncio.ensure_future(second)
-    tasks: list[asyncio.Future[Any]] = [vm_task, bc_task]
+    """Run two calls concurrently (the second in a task); if either fails, stop the other."""
+    second_task = asyncio.ensure_future(second)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            error = task.exception()
-            if error is not None:
-                raise error
-        return vm_task.result(), bc_task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return await first, await second_task
+    except BaseException:
+        second_task.cancel()
+        await asyncio.gather(second_task, return_exceptions=True)
+        raise

@@ -209,3 +209,44 @@ async def test_bad_bulk_arguments_fail_before_io(client: HostUpClient, fake: Fak
     with pytest.raises(ConfigurationError):
         client.stream_vms([1], details=False, billing_cycle=False)
     assert fake.stats.requests == 0
+
+
+async def test_an_async_source_gets_results_while_it_waits() -> None:
+    """A source fed by the results themselves (a queue) must not deadlock the stream."""
+    async with FakeHostUp(api_key=API_KEY) as fake:
+        async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            queue.put_nowait(1)
+
+            async def ids() -> AsyncIterator[int]:
+                while True:
+                    vmid = await queue.get()
+                    if vmid > 5:
+                        return
+                    yield vmid
+
+            seen = []
+            async for result in client.stream_vms(ids()):
+                seen.append(result.vmid)
+                queue.put_nowait(result.vmid + 1)  # the next id depends on this result
+    assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_a_slow_async_source_does_not_hold_results_back() -> None:
+    async with FakeHostUp(api_key=API_KEY) as fake:
+        async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+            pulled = 0
+
+            async def slow_ids() -> AsyncIterator[int]:
+                nonlocal pulled
+                for vmid in range(1, 4):
+                    pulled += 1
+                    yield vmid
+                    await asyncio.sleep(0.2)
+
+            first_seen_after = None
+            async for result in client.stream_vms(slow_ids()):
+                if first_seen_after is None:
+                    first_seen_after = pulled
+                assert result.ok
+    assert first_seen_after is not None and first_seen_after < 3

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -212,16 +213,15 @@ async def test_closing_the_client_ends_calls_in_flight_with_a_hostup_error(
     single = asyncio.create_task(client.get_vm_details(1))
 
     async def consume() -> list[VMResult]:
-        return [r async for r in client.stream_vms(range(2, 30))]
+        return [r async for r in client.stream_vms(itertools.count(2))]
 
     bulk = asyncio.create_task(consume())
     await asyncio.sleep(0.1)
     await client.aclose()
     with pytest.raises(ClientClosedError):
         await single
-    results = await bulk
-    assert len(results) == 28, "every input item is accounted for"
-    assert all(isinstance(r.error, ClientClosedError) for r in results)
+    with pytest.raises(ClientClosedError):
+        await bulk  # the stream stops rather than fail every remaining item, even endless ones
     assert isinstance(ClientClosedError("x"), RuntimeError)
 
 
