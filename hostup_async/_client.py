@@ -153,7 +153,7 @@ class HostUpClient:
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport.closed = True  # calls in flight end with ClientClosedError
+            transport.close()  # calls in flight, or waiting to retry, end with ClientClosedError
         session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()

@@ -80,6 +80,8 @@ class Transport:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         #: Set when the client closes; attempts after that raise ClientClosedError.
         self.closed = False
+        # Done when the client closes: wakes calls sleeping in a backoff or a 429 pause.
+        self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def get(
         self,
@@ -99,7 +101,7 @@ class Transport:
             async with self._slots:
                 sent_at = self._throttle.try_acquire()
                 if sent_at is None:
-                    sent_at = await self._wait_for_turn()
+                    sent_at = await self._wait_for_turn(path)
                 self._stats.requests += 1
                 started = time.perf_counter()  # latency excludes the wait for the limiter
                 try:
@@ -139,14 +141,31 @@ class Transport:
             self._report(path, attempt, answer, error, None, started, retry_in)
             if retry_in is None:
                 raise error
-            await asyncio.sleep(retry_in)
+            await self._nap(retry_in)
 
-    async def _wait_for_turn(self) -> float:
+    def close(self) -> None:
+        """Refuse new attempts and wake the calls that are waiting, so they end at once."""
+        self.closed = True
+        if not self._closing.done():
+            self._closing.set_result(None)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` before a retry, or less if the client closes meanwhile."""
+        await asyncio.wait((self._closing,), timeout=seconds)
+
+    async def _wait_for_turn(self, path: str) -> float:
         """Wait for the rate limit and any 429 pause; return the loop time of sending."""
         asked = time.perf_counter()
-        sent_at = await self._throttle.acquire()
+        turn = asyncio.ensure_future(self._throttle.acquire())
+        try:
+            await asyncio.wait((turn, self._closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not turn.done():
+                turn.cancel()
         self._stats.throttle_wait += time.perf_counter() - asked
-        return sent_at
+        if not turn.done() or turn.cancelled():
+            raise self._closed_error(path)
+        return turn.result()
 
     async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:
         """Make one HTTP exchange and read the whole body; map transport errors."""

@@ -21,7 +21,7 @@ from hostup_async import (
     VMResult,
     __version__,
 )
-from hostup_async.testing import FakeHostUp
+from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY
 
@@ -249,3 +249,25 @@ def test_one_client_per_event_loop() -> None:
         await client.aclose()
 
     asyncio.run(again())
+
+
+@pytest.mark.parametrize("waiting_in", ["retry backoff", "429 pause"])
+async def test_closing_wakes_calls_that_wait_to_retry_or_for_a_pause(
+    fake: FakeHostUp, waiting_in: str
+) -> None:
+    fake.inject(Fault.http(429, retry_after=60))  # a minute's wait, far past this test
+    client = HostUpClient(API_KEY, base_url=fake.url, rate_limit=None)
+    refused = asyncio.create_task(client.get_vm_details(1))
+    await asyncio.sleep(0.2)  # the 429 has arrived: vmid 1 backs off, the client is paused
+    assert fake.stats.by_status[429] == 1
+    waiting = (
+        refused if waiting_in == "retry backoff" else asyncio.create_task(client.get_vm_details(2))
+    )
+    await asyncio.sleep(0.05)
+    await client.aclose()
+    # A hang guard, not a timing figure: without the wake-up this would wait a minute.
+    with pytest.raises(ClientClosedError):
+        await asyncio.wait_for(waiting, timeout=10)
+    if waiting is not refused:
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(refused, timeout=10)
