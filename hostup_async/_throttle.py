@@ -93,6 +93,10 @@ class AdjustableLimiter(AsyncLimiter):
         self._level += 1
         return True
 
+    def give_back(self) -> None:
+        """Return one request's capacity that was taken but not used."""
+        self._level = max(0.0, self._level - 1)
+
     def set_rate(self, rate: float) -> None:
         """Allow ``rate`` requests per second from now on (a burst of ``RATE_BURST_SECONDS``)."""
         self._leak()  # settle what drained at the old rate before switching
@@ -150,10 +154,13 @@ class Throttle:
                 break
             await limiter.acquire()
             await self._cap_window(loop, limiter.rate)
-            # A 429 may have arrived while this request queued for the limiter: its place
-            # was earned at the old rate, so sit out the pause and queue again at the new one.
-            if self._paused_until <= loop.time():
-                break
+            now = loop.time()
+            if self._paused_until <= now:
+                self._note_window(now)
+                return self.note_send(now)
+            # A 429 arrived while this request queued: its place was earned at the old rate,
+            # so hand it back, sit out the pause and queue again at the new one.
+            limiter.give_back()
         return self.note_send(loop.time())
 
     def try_acquire(self) -> float | None:
@@ -182,11 +189,10 @@ class Throttle:
         return now
 
     async def _cap_window(self, loop: asyncio.AbstractEventLoop, rate: float) -> None:
-        """Hold this send until it is at most the ``floor(rate)``-th in any 1-s window."""
+        """Wait until one more send fits ``floor(rate)`` sends in any 1-s window (not recorded)."""
         # Re-check after every sleep: others woken at the same time may have taken the slot.
         while (delay := self._window_delay(loop.time(), rate)) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay)
-        self._note_window(loop.time())
 
     def _window_delay(self, now: float, rate: float) -> float:
         """Seconds until one more send fits ``floor(rate)`` sends in any 1-s window."""
