@@ -71,7 +71,10 @@ class BulkProgress:
     total: int | None
     """Input items, when the input has a length; ``None`` for generators."""
     throttle_wait: float
-    """Seconds requests spent waiting on the rate limit or a 429 pause since the fetch began, summed."""
+    """Seconds requests waited for the rate limit or a 429 pause since the fetch began, summed.
+
+    The backoff of a request that is itself being retried is not part of it.
+    """
     retries: int
     """Retries the client sent since the fetch began."""
     rate_limited: int

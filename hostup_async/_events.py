@@ -47,4 +47,5 @@ class ClientStats:
     rate_limited: int = 0
     """Answers with status 429."""
     throttle_wait: float = 0.0
-    """Seconds requests spent waiting for the rate limiter or a 429 pause, summed."""
+    """Seconds requests spent waiting for the rate limiter or a 429 pause before being sent,
+    summed (the backoff of a request that is itself retried is not counted here)."""
