@@ -7,11 +7,9 @@ from typing import Any
 import msgspec
 
 from ._models import BandwidthUsage, Credentials, UsageSample
-from ._secret import SecretStr
+from ._secret import MASK, SecretStr
 
 __all__ = ["json_encoder", "python_names", "to_builtins"]
-
-_MASK = "**********"
 
 # Structs without renamed fields or renamed children: msgspec encodes them as they are.
 _PLAIN_STRUCTS = (UsageSample, BandwidthUsage, Credentials)
@@ -33,7 +31,7 @@ def _secret_hook(show_secrets: bool) -> Any:
 
     def enc_hook(obj: Any) -> Any:
         if isinstance(obj, SecretStr):
-            return obj.get_secret_value() if show_secrets else _MASK
+            return obj.get_secret_value() if show_secrets else MASK
         raise NotImplementedError(type(obj))
 
     return enc_hook

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["SecretStr"]
+__all__ = ["MASK", "SecretStr"]
 
-_MASK = "**********"
+#: What a secret shows as, wherever it is printed.
+MASK = "**********"
 
 
 class SecretStr:
@@ -29,13 +30,13 @@ class SecretStr:
         return self._value
 
     def __repr__(self) -> str:
-        return f"SecretStr('{_MASK}')"
+        return f"SecretStr('{MASK}')"
 
     def __str__(self) -> str:
-        return _MASK
+        return MASK
 
     def __format__(self, spec: str) -> str:
-        return format(_MASK, spec)
+        return format(MASK, spec)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, SecretStr):

@@ -26,6 +26,7 @@ from ._exceptions import (
 from ._models import sniff_status
 from ._models import text_or_none as _text
 from ._retry import RetryBudget, is_retryable, parse_retry_after, retry_delay, server_wait_of
+from ._secret import MASK
 from ._throttle import Throttle
 
 __all__ = ["Transport", "logger"]
@@ -286,7 +287,7 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         """Remove the API key from text that came from elsewhere, should it ever echo it."""
-        return text.replace(self._secret, "**********") if self._secret in text else text
+        return text.replace(self._secret, MASK) if self._secret in text else text
 
     def _report(
         self,

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import math
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -120,6 +121,9 @@ def result_object(result: VMResult) -> dict[str, Any]:
 # -- run statistics -----------------------------------------------------------------------
 
 
+_LATENCY_SAMPLE = 10_000
+
+
 @dataclass
 class RunStats:
     """Counts and latencies of one bulk run, for the closing summary."""
@@ -128,10 +132,19 @@ class RunStats:
     latencies: list[float] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     ok: int = 0
+    attempts: int = 0
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Record one HTTP attempt's latency (the client's ``on_attempt`` hook)."""
-        self.latencies.append(event.elapsed)
+        # A uniform sample of at most _LATENCY_SAMPLE latencies (reservoir sampling), so
+        # the percentiles stay honest while memory stays flat however long the run.
+        self.attempts += 1
+        if len(self.latencies) < _LATENCY_SAMPLE:
+            self.latencies.append(event.elapsed)
+        else:
+            slot = random.randrange(self.attempts)
+            if slot < _LATENCY_SAMPLE:
+                self.latencies[slot] = event.elapsed
 
     def add(self, result: VMResult) -> None:
         """Count one result."""
