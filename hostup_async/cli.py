@@ -38,7 +38,7 @@ from ._exceptions import (
 from ._export import json_encoder, python_names
 from ._version import __version__
 
-__all__ = ["main", "parse_vmids", "python_names"]
+__all__ = ["main", "parse_vmids"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells report
@@ -88,11 +88,6 @@ def _tokens_from_file(path: str) -> list[str]:
 
 
 # -- JSON output --------------------------------------------------------------------------
-
-
-def _encoder(show_secrets: bool) -> msgspec.json.Encoder:
-    """Build the JSON encoder; secrets are masked unless asked for."""
-    return json_encoder(show_secrets=show_secrets)
 
 
 def error_object(error: HostUpError) -> dict[str, Any]:
@@ -329,11 +324,11 @@ async def _one(args: argparse.Namespace, out: IO[str]) -> int:
         except (ConfigurationError, InvalidVMIDError):
             raise
         except HostUpError as exc:
-            line = _encoder(False).encode({"error": error_object(exc)}).decode()
+            line = json_encoder().encode({"error": error_object(exc)}).decode()
             print(line, file=out)
             print(f"hostup-async: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILED
-    raw = _encoder(args.show_secrets).encode(python_names(obj))
+    raw = json_encoder(show_secrets=args.show_secrets).encode(python_names(obj))
     print(msgspec.json.format(raw, indent=2).decode(), file=out)
     return EXIT_OK
 
@@ -349,7 +344,7 @@ async def _bulk(
     write: Callable[[VMResult], None] | None = None,
 ) -> int:
     """Stream results as JSON Lines with a progress display; return the exit code."""
-    encoder = _encoder(args.show_secrets)
+    encoder = json_encoder(show_secrets=args.show_secrets)
     display = _progress_display(total, show_progress)
     with display if display is not None else nullcontext():
         hook = display.update if display is not None else None
