@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -14,8 +15,9 @@ from collections.abc import (
     Iterator,
     Sized,
 )
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ._exceptions import ClientClosedError, ConfigurationError, HostUpError
 from ._models import BillingCycle, VMDetails
@@ -34,8 +36,7 @@ VMIds = Iterable[Any] | AsyncIterable[Any]
 _WINDOW_PER_SLOT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class VMResult:
+class VMResult(msgspec.Struct, frozen=True):
     """The outcome for one input item of a bulk fetch: data, or the error that stopped it."""
 
     vmid: Any
@@ -55,8 +56,7 @@ class VMResult:
         return self.error is None
 
 
-@dataclass(frozen=True, slots=True)
-class BulkProgress:
+class BulkProgress(msgspec.Struct, frozen=True):
     """A snapshot of a bulk fetch, passed to the ``progress`` hook as results finish.
 
     The hook runs once for each batch of results that finish together, before they are
@@ -157,6 +157,111 @@ def _check_bulk_args(vmids: Any, progress: Any, **flags: Any) -> None:
 _END = object()  # marks the end of the input
 
 
+class _Workers:
+    """A fixed set of worker tasks that fetch the input's items and hand the results over.
+
+    Workers, not a task per item: creating, scheduling and reaping a task for every VM cost
+    more CPU than the rest of the request path, and a worker that finishes moves on to its
+    next item at once. One worker per request slot keeps the client's concurrency cap
+    uncontended; items pulled and not yet taken by the reader never exceed ``window``.
+    """
+
+    def __init__(
+        self,
+        items: VMIds,
+        fetch: Callable[[int, Any], Awaitable[VMResult]],
+        *,
+        workers: int,
+        window: int,
+    ) -> None:
+        self._fetch = fetch
+        self._window = window
+        if isinstance(items, AsyncIterable):
+            self._async_items: AsyncIterator[Any] | None = aiter(items)
+            self._sync_items: Iterator[Any] = iter(())
+        else:
+            self._async_items, self._sync_items = None, iter(items)
+        self._pulling = asyncio.Lock()  # an async iterator takes one __anext__ at a time
+        self._ready: deque[VMResult] = deque()  # finished, not yet taken by the reader
+        self._ahead = 0  # items pulled and not yet taken by the reader
+        self._next_index = 0
+        self._exhausted = False
+        self._result_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        #: The first unexpected exception a worker met (the input itself raising, say).
+        self.failure: Exception | None = None
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work()) for _ in range(workers)]
+        self._running = workers
+
+    async def next_batch(self) -> deque[VMResult]:
+        """Wait for and take every finished result; an empty batch means all are done."""
+        while not self._ready and self.failure is None and self._running:
+            self._result_ready.clear()
+            await self._result_ready.wait()
+        batch, self._ready = self._ready, deque()
+        return batch
+
+    def taken(self) -> None:
+        """Count one result as taken by the reader, making room for one more item."""
+        self._ahead -= 1
+        self._room.set()
+
+    async def stop(self) -> None:
+        """Cancel the workers and wait until they have stopped."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                while self._ahead >= self._window:
+                    self._room.clear()
+                    await self._room.wait()
+                self._ahead += 1  # reserved before pulling, as an async pull lets others run
+                if self._exhausted:
+                    pulled = None
+                elif self._async_items is None:
+                    pulled = self._take(next(self._sync_items, _END))
+                else:
+                    pulled = await self._pull()
+                if pulled is None:
+                    self._ahead -= 1
+                    return
+                # Handed over without a local name: a worker holding on to its last result
+                # would keep a large usage log alive, and cache-cold, long after it is used.
+                self._hand_over(await self._fetch(*pulled))
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = exc
+        finally:
+            self._running -= 1
+            self._result_ready.set()
+
+    def _hand_over(self, result: VMResult) -> None:
+        self._ready.append(result)  # looked up now, after the fetch: the reader swaps it
+        self._result_ready.set()
+
+    async def _pull(self) -> tuple[int, Any] | None:
+        assert self._async_items is not None
+        async with self._pulling:
+            if self._exhausted:
+                return None
+            try:
+                return self._take(await self._async_items.__anext__())
+            except StopAsyncIteration:
+                return self._take(_END)
+
+    def _take(self, item: Any) -> tuple[int, Any] | None:
+        """Number a pulled item in input order; ``None`` once the input is exhausted."""
+        if item is _END:
+            self._exhausted = True
+            return None
+        index, self._next_index = self._next_index, self._next_index + 1
+        return index, item
+
+
 async def _fan_out(
     client: HostUpClient,
     vmids: VMIds,
@@ -167,88 +272,33 @@ async def _fan_out(
     ordered: bool,
 ) -> AsyncGenerator[VMResult, None]:
     """Fan out over ``vmids`` with a bounded window; yield one result per input item."""
-    loop = asyncio.get_running_loop()
     window = max(2, client.max_concurrency * _WINDOW_PER_SLOT)
+    # Enough workers to fill every request slot (a VM with both calls takes two).
+    workers = max(1, client.max_concurrency // (2 if details and billing_cycle else 1))
     total = len(vmids) if isinstance(vmids, Sized) else None
+    if total is not None:
+        workers = max(1, min(workers, total))
     stats = client.stats
     base = (stats.throttle_wait, stats.retries, stats.rate_limited)
-    if isinstance(vmids, AsyncIterable):
-        async_items: AsyncIterator[Any] | None = aiter(vmids)
-        sync_items: Iterator[Any] = iter(())
-    else:
-        async_items, sync_items = None, iter(vmids)
-    pending: set[asyncio.Task[VMResult]] = set()
-    finished: deque[asyncio.Task[VMResult]] = deque()
+    fetch = functools.partial(_fetch_one, client, details, billing_cycle, usage_log)
+    pool = _Workers(vmids, fetch, workers=workers, window=window)
     held: dict[int, VMResult] = {}  # finished out of order, waiting for their turn
-    pull: asyncio.Future[Any] | None = None  # the async source's next item, on its way
-    waiter: asyncio.Future[None] | None = None
-    next_index = 0  # next input index to pull
     next_out = 0  # next input index to yield when ordered
     done_count = failed = 0
-    exhausted = False
-
-    def wake(_: object = None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # A done-callback hands each result over: cheaper than asyncio.wait(), which
-    # re-registers a callback on every pending task each time round.
-    def on_done(task: asyncio.Task[VMResult]) -> None:
-        pending.discard(task)
-        finished.append(task)
-        wake()
-
-    def launch(item: Any) -> None:
-        nonlocal next_index
-        task = loop.create_task(
-            _fetch_one(client, next_index, item, details, billing_cycle, usage_log)
-        )
-        task.add_done_callback(on_done)
-        pending.add(task)
-        next_index += 1
-
     try:
         while True:
+            batch = await pool.next_batch()
+            if pool.failure is not None:
+                raise pool.failure
             if client.closed:
                 raise ClientClosedError("the HostUpClient was closed; the stream stops")
-            room = window - len(pending) - len(finished) - len(held)
-            if async_items is None:
-                while room > 0 and not exhausted:
-                    item = next(sync_items, _END)
-                    if item is _END:
-                        exhausted = True
-                    else:
-                        launch(item)
-                        room -= 1
-            else:
-                # The async source is awaited on the side, so results that finish meanwhile
-                # are handed over at once (a source may even wait for them, like a queue).
-                if pull is not None and pull.done():
-                    arrived, pull = pull, None
-                    try:
-                        launch(arrived.result())
-                        room -= 1
-                    except StopAsyncIteration:
-                        exhausted = True
-                if pull is None and room > 0 and not exhausted:
-                    pull = asyncio.ensure_future(async_items.__anext__())
-                    pull.add_done_callback(wake)
-            if not finished:
-                if not pending and pull is None:
-                    return
-                waiter = loop.create_future()
-                try:
-                    await waiter
-                finally:
-                    waiter = None
-                continue
-            batch = [task.result() for task in finished]
-            finished.clear()
+            if not batch:
+                return
             done_count += len(batch)
             failed += sum(result.error is not None for result in batch)
             if ordered:
                 held.update((result.index, result) for result in batch)
-                batch = []
+                batch.clear()
                 while next_out in held:
                     batch.append(held.pop(next_out))
                     next_out += 1
@@ -263,27 +313,21 @@ async def _fan_out(
                         rate_limited=stats.rate_limited - base[2],
                     )
                 )
-            for result in batch:
-                yield result
+            while batch:
+                pool.taken()
+                yield batch.popleft()  # nothing here keeps a result alive once it is yielded
     finally:
         # Breaking out, aclose() and cancellation all land here: stop what is in flight.
-        stopping: list[asyncio.Future[Any]] = [*pending, *([pull] if pull is not None else [])]
-        for future in stopping:
-            future.cancel()
-        if stopping:
-            await asyncio.gather(*stopping, return_exceptions=True)
-        for task in finished:  # results never taken: mark their errors as seen
-            if not task.cancelled():
-                task.exception()
+        await pool.stop()
 
 
 async def _fetch_one(
     client: HostUpClient,
-    index: int,
-    vmid: Any,
     details: bool,
     billing_cycle: bool,
     usage_log: bool,
+    index: int,
+    vmid: Any,
 ) -> VMResult:
     """Fetch what was asked for one VM; a HostUp error becomes the result's ``error``."""
     try:

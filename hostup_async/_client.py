@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 
@@ -193,16 +192,16 @@ class HostUpClient:
             )
         return self._transport
 
-    def _call_options(self, timeout: float | None, max_retries: int | None) -> dict[str, Any]:
-        """Resolve per-call overrides against the client's defaults, checking them first."""
-        return {
-            "timeout": self.timeout if timeout is None else check_positive("timeout", timeout),
-            "max_retries": (
+    def _call_options(self, timeout: float | None, max_retries: int | None) -> tuple[float, int]:
+        """Resolve per-call ``(timeout, max_retries)`` against the client's defaults, checked first."""
+        return (
+            self.timeout if timeout is None else check_positive("timeout", timeout),
+            (
                 self.max_retries
                 if max_retries is None
                 else check_count("max_retries", max_retries, minimum=0)
             ),
-        }
+        )
 
     async def get_vm_details(
         self,
@@ -216,9 +215,11 @@ class HostUpClient:
         vmid = check_vmid(vmid)
         if not isinstance(usage_log, bool):
             raise TypeError(f"usage_log must be a bool, not {type(usage_log).__name__}")
-        options = self._call_options(timeout, max_retries)
+        timeout, max_retries = self._call_options(timeout, max_retries)
         decode = _details if usage_log else _details_without_log
-        return await self._open().get(f"/vm/{vmid}/details", decode, **options)
+        return await self._open().get(
+            f"/vm/{vmid}/details", decode, timeout=timeout, max_retries=max_retries
+        )
 
     async def get_billing_cycle(
         self,
@@ -229,8 +230,10 @@ class HostUpClient:
     ) -> BillingCycle:
         """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
         vmid = check_vmid(vmid)
-        options = self._call_options(timeout, max_retries)
-        return await self._open().get(f"/vm/{vmid}/billing-cycle", _billing, **options)
+        timeout, max_retries = self._call_options(timeout, max_retries)
+        return await self._open().get(
+            f"/vm/{vmid}/billing-cycle", _billing, timeout=timeout, max_retries=max_retries
+        )
 
     def stream_vms(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from ._constants import API_KEY_ENV
@@ -74,6 +74,10 @@ def check_base_url(base_url: Any) -> str:
     return base_url.rstrip("/")
 
 
+@overload
+def check_positive(name: str, value: Any) -> float: ...
+@overload
+def check_positive(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """Return ``value`` as a float if it is a finite number above zero (or ``None`` when allowed)."""
     if value is None and allow_none:

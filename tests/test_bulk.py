@@ -23,12 +23,16 @@ from .conftest import API_KEY
 
 
 def client_tasks() -> set[asyncio.Task[Any]]:
-    """Tasks left by the client side; the fake server's own handler tasks don't count."""
+    """Tasks left by the client side; the fake server's handler and accept tasks don't count."""
+    server_side = ("aiohttp/web_", "asyncio/selector_events")
     return {
         t
         for t in asyncio.all_tasks()
         if t is not asyncio.current_task()
-        and "aiohttp/web_" not in t.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+        and not any(
+            part in t.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+            for part in server_side
+        )
     }
 
 
@@ -135,6 +139,35 @@ async def test_async_iterable_input(client: HostUpClient) -> None:
     assert all(r.ok for r in results)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_input_that_raises_stops_the_stream_with_its_error(
+    client: HostUpClient, kind: str
+) -> None:
+    def ids() -> Iterator[int]:
+        yield from (1, 2)
+        raise LookupError("the inventory went away")
+
+    async def async_ids() -> AsyncIterator[int]:
+        for vmid in ids():
+            yield vmid
+
+    with pytest.raises(LookupError, match="inventory"):
+        async for _ in client.stream_vms(ids() if kind == "sync" else async_ids()):
+            pass
+    assert not client_tasks()
+
+
+async def test_a_slow_reader_holds_at_most_the_window(fake: FakeHostUp) -> None:
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=3
+    ) as client:
+        stream = client.stream_vms(itertools.count(1))
+        await stream.__anext__()
+        await asyncio.sleep(0.3)  # the reader dawdles; the workers must stop at the window
+        assert fake.stats.requests == 1 + 2 * client.max_concurrency
+        await stream.aclose()
+
+
 async def test_aclose_cancels_requests_in_flight(fake: FakeHostUp) -> None:
     fake.latency = 5.0
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
@@ -176,12 +209,13 @@ async def test_progress_hook_counts_done_failed_and_total(client: HostUpClient) 
 
 
 async def test_progress_reports_rate_limit_wait_and_429s(fake: FakeHostUp) -> None:
-    fake.inject(Fault.http(429, retry_after=0.2))
+    fake.inject(Fault.http(429, retry_after=0.3), vmid=1)
+    fake.inject(Fault.slow(0.1), vmid=2)
     snapshots: list[BulkProgress] = []
-    # One slot: while vmid 1 backs off after its 429, vmid 2 takes the slot and must sit
-    # out the client-wide pause, which is the wait the progress hook reports.
+    # Two slots: vmid 1 is refused and backs off; when slow vmid 2 is done, vmid 3 starts
+    # inside the client-wide pause and must sit it out: the wait the progress hook reports.
     async with HostUpClient(
-        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=1
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=2
     ) as client:
         async for _ in client.stream_vms(iter([1, 2, 3]), progress=snapshots.append):
             pass

@@ -204,8 +204,9 @@ def test_models_page_has_a_row_for_every_field(struct: type[msgspec.Struct]) -> 
 
 def test_bulk_and_retry_pages_have_a_row_for_every_field() -> None:
     bulk, retries = field_rows(page("bulk.md")), page("retries.md")
-    assert {f.name for f in fields(hostup_async.VMResult)} | {"ok"} <= bulk
-    assert {f.name for f in fields(hostup_async.BulkProgress)} | {"ok"} <= bulk | {"failed"}
+    assert {f.name for f in msgspec.structs.fields(hostup_async.VMResult)} | {"ok"} <= bulk
+    progress = msgspec.structs.fields(hostup_async.BulkProgress)
+    assert {f.name for f in progress} | {"ok"} <= bulk | {"failed"}
     assert all(f"`{f.name}`" in retries for f in fields(hostup_async.AttemptEvent))
 
 
