@@ -186,19 +186,20 @@ class _Workers:
         self._ahead = 0  # items pulled and not yet taken by the reader
         self._next_index = 0
         self._exhausted = False
-        self._result_ready = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        # A bare future, not an Event: the reader waits once per batch, on the hot path.
+        self._reader: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
         #: The first unexpected exception a worker met (the input itself raising, say).
         self.failure: Exception | None = None
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._work()) for _ in range(workers)]
+        self._tasks = [self._loop.create_task(self._work()) for _ in range(workers)]
         self._running = workers
 
     async def next_batch(self) -> deque[VMResult]:
         """Wait for and take every finished result; an empty batch means all are done."""
         while not self._ready and self.failure is None and self._running:
-            self._result_ready.clear()
-            await self._result_ready.wait()
+            self._reader = self._loop.create_future()
+            await self._reader
         batch, self._ready = self._ready, deque()
         return batch
 
@@ -237,11 +238,16 @@ class _Workers:
                 self.failure = exc
         finally:
             self._running -= 1
-            self._result_ready.set()
+            self._wake_reader()
 
     def _hand_over(self, result: VMResult) -> None:
         self._ready.append(result)  # looked up now, after the fetch: the reader swaps it
-        self._result_ready.set()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     async def _pull(self) -> tuple[int, Any] | None:
         assert self._async_items is not None
