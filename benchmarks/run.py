@@ -429,7 +429,7 @@ def one_trial(name: str, url: str, n: int, concurrency: int) -> dict[str, float]
 def bench_fanout(quick: bool) -> dict[str, Any]:
     """Requests/s and client CPU per request, the clients in alternating runs."""
     concurrency = 16
-    rounds = 2 if quick else 11
+    rounds = 2 if quick else 21
     sizes = {24: 300 if quick else 3000, 720: 60 if quick else 400}
     results: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "cases": {}}
     for hours, n in sizes.items():

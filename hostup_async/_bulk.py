@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -190,8 +191,9 @@ class _Workers:
         # A bare future, not an Event: the reader waits once per batch, on the hot path.
         self._reader: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
+        self._stopping = False
         #: The first unexpected exception a worker met (the input itself raising, say).
-        self.failure: Exception | None = None
+        self.failure: BaseException | None = None
         self._tasks = [self._loop.create_task(self._work()) for _ in range(workers)]
         self._running = workers
 
@@ -210,35 +212,45 @@ class _Workers:
 
     async def stop(self) -> None:
         """Cancel the workers and wait until they have stopped."""
+        # The flag stops a worker whose cancellation was swallowed somewhere below it (a
+        # source's own except clause, say), so it cannot go on fetching or wait forever.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _work(self) -> None:
         try:
-            while True:
-                while self._ahead >= self._window:
+            while not self._stopping:
+                while self._ahead >= self._window and not self._stopping:
                     self._room.clear()
                     await self._room.wait()
                 self._ahead += 1  # reserved before pulling, as an async pull lets others run
-                if self._exhausted:
+                if self._exhausted or self._stopping:
                     pulled = None
                 elif self._async_items is None:
                     pulled = self._take(next(self._sync_items, _END))
                 else:
                     pulled = await self._pull()
-                if pulled is None:
+                if pulled is None or self._stopping:
                     self._ahead -= 1
                     return
                 # Handed over without a local name: a worker holding on to its last result
                 # would keep a large usage log alive, and cache-cold, long after it is used.
                 self._hand_over(await self._fetch(*pulled))
+        except asyncio.CancelledError as exc:
+            if self._stopping:
+                raise
+            self._fail(exc)  # not ours: a source cancelled from elsewhere must not end the input
         except Exception as exc:
-            if self.failure is None:
-                self.failure = exc
+            self._fail(exc)
         finally:
             self._running -= 1
             self._wake_reader()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
 
     def _hand_over(self, result: VMResult) -> None:
         self._ready.append(result)  # looked up now, after the fetch: the reader swaps it
@@ -278,9 +290,12 @@ async def _fan_out(
     ordered: bool,
 ) -> AsyncGenerator[VMResult, None]:
     """Fan out over ``vmids`` with a bounded window; yield one result per input item."""
+    if client.closed:  # closed between stream_vms() and the first item: pull nothing
+        raise ClientClosedError("the HostUpClient was closed; the stream stops")
     window = max(2, client.max_concurrency * _WINDOW_PER_SLOT)
     # Enough workers to fill every request slot (a VM with both calls takes two).
-    workers = max(1, client.max_concurrency // (2 if details and billing_cycle else 1))
+    calls = 2 if details and billing_cycle else 1
+    workers = math.ceil(client.max_concurrency / calls)
     total = len(vmids) if isinstance(vmids, Sized) else None
     if total is not None:
         workers = max(1, min(workers, total))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -157,6 +158,35 @@ async def test_an_input_that_raises_stops_the_stream_with_its_error(
     assert not client_tasks()
 
 
+async def test_a_source_cancelled_from_elsewhere_is_an_error_not_the_end(
+    client: HostUpClient,
+) -> None:
+    async def ids() -> AsyncIterator[int]:
+        yield 1
+        raise asyncio.CancelledError  # e.g. it awaited a task that someone else cancelled
+
+    # Not a quietly truncated list: the stream stops with what the source raised.
+    with pytest.raises(asyncio.CancelledError):
+        await client.fetch_vms(ids())
+    assert not client_tasks()
+
+
+async def test_closing_a_stream_over_a_source_that_swallows_cancels(
+    client: HostUpClient,
+) -> None:
+    async def stubborn() -> AsyncIterator[int]:
+        for vmid in itertools.count(1):
+            # A source that ignores cancellation must not keep the stream alive.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.02)
+            yield vmid
+
+    stream = client.stream_vms(stubborn())
+    await stream.__anext__()
+    await asyncio.wait_for(stream.aclose(), timeout=5)
+    assert not client_tasks()
+
+
 async def test_a_slow_reader_holds_at_most_the_window(fake: FakeHostUp) -> None:
     async with HostUpClient(
         API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=3
@@ -232,7 +262,7 @@ async def test_all_through_the_clients_concurrency_cap(fake: FakeHostUp) -> None
     ) as client:
         results = await client.fetch_vms(range(1, 40), billing_cycle=True)
     assert all(r.ok for r in results)
-    assert fake.stats.max_in_flight <= 3
+    assert fake.stats.max_in_flight == 3  # every slot in use, never more
 
 
 async def test_bad_bulk_arguments_fail_before_io(client: HostUpClient, fake: FakeHostUp) -> None:
