@@ -61,7 +61,7 @@ class Transport:
         *,
         session: aiohttp.ClientSession,
         base_url: str,
-        headers: dict[str, str],
+        headers: dict[str, str] | None,
         secret: str,
         throttle: Throttle,
         max_concurrency: int,

@@ -51,6 +51,18 @@ async def test_sends_key_accept_and_user_agent(client: HostUpClient, fake: FakeH
     assert headers["User-Agent"] == f"hostup-async/{__version__}"
 
 
+async def test_a_callers_session_sends_our_headers_over_its_own(fake: FakeHostUp) -> None:
+    own = {"User-Agent": "their-app/2", "Accept": "text/html", "X-Trace": "abc"}
+    async with aiohttp.ClientSession(headers=own) as session:
+        async with HostUpClient(API_KEY, base_url=fake.url, session=session) as client:
+            await client.get_vm_details(1)
+    headers = fake.stats.recent[-1].headers
+    assert headers["X-API-Key"] == "<valid>"
+    assert headers["Accept"] == "application/json"
+    assert headers["User-Agent"] == f"hostup-async/{__version__}"
+    assert headers["X-Trace"] == "abc"  # the session's other defaults still go out
+
+
 async def test_usage_log_false_skips_the_log(client: HostUpClient) -> None:
     vm = await client.get_vm_details(5, usage_log=False)
     assert vm.usage_log == {} and vm.hostname == "vm5.example.net"
