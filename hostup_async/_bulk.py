@@ -229,7 +229,7 @@ class _Workers:
                 if self._exhausted or self._stopping:
                     pulled = None
                 elif self._async_items is None:
-                    pulled = self._take(next(self._sync_items, _END))
+                    pulled = self._number(next(self._sync_items, _END))
                 else:
                     pulled = await self._pull()
                 if pulled is None or self._stopping:
@@ -267,11 +267,11 @@ class _Workers:
             if self._exhausted:
                 return None
             try:
-                return self._take(await self._async_items.__anext__())
+                return self._number(await self._async_items.__anext__())
             except StopAsyncIteration:
-                return self._take(_END)
+                return self._number(_END)
 
-    def _take(self, item: Any) -> tuple[int, Any] | None:
+    def _number(self, item: Any) -> tuple[int, Any] | None:
         """Number a pulled item in input order; ``None`` once the input is exhausted."""
         if item is _END:
             self._exhausted = True
