@@ -24,7 +24,8 @@ from ._faults import (
     PermanentKind,
     TransientKind,
 )
-from ._server import FakeHostUp, FakeStats, RecordedRequest
+from ._limits import RateMode
+from ._server import FakeHostUp, FakeStats, RateHint, RecordedRequest
 
 __all__ = [
     "PERMANENT_KINDS",
@@ -35,6 +36,8 @@ __all__ = [
     "FakeHostUp",
     "FakeStats",
     "PermanentKind",
+    "RateHint",
+    "RateMode",
     "RecordedRequest",
     "TransientKind",
 ]
