@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -28,7 +29,7 @@ from ._models import (
     unwrap,
     without_usage_log,
 )
-from ._pacing import LocalPacer
+from ._pacing import LocalPacer, Pacer
 from ._retry import RetryBudget
 from ._secret import SecretStr
 from ._transport import Transport
@@ -41,6 +42,9 @@ from ._validate import (
     check_vmid,
 )
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["HostUpClient"]
 
@@ -89,6 +93,7 @@ class HostUpClient:
         retry_budget: RetryBudget | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
+        shared_limit: str | Redis | None = None,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
         self.base_url = check_base_url(base_url)
@@ -118,7 +123,21 @@ class HostUpClient:
         self.stats = ClientStats()
         """Running totals of requests, retries, 429s and time spent throttled."""
         # Shared by every request of this client; it touches no event loop until used.
-        self._pacer = LocalPacer(self.rate_limit, max_pause=self.max_retry_after)
+        self._pacer: Pacer
+        if shared_limit is None:
+            self._pacer = LocalPacer(self.rate_limit, max_pause=self.max_retry_after)
+        else:
+            from ._shared import SharedPacer, namespace_for, redis_from  # needs the extra
+
+            redis, owned = redis_from(shared_limit)
+            self._pacer = SharedPacer(
+                redis,
+                namespace=namespace_for(self._api_key.get_secret_value(), self.base_url),
+                rate_limit=self.rate_limit,
+                owns_redis=owned,
+                max_pause=self.max_retry_after,
+                stats=self.stats,
+            )
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,6 +181,7 @@ class HostUpClient:
         session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()
+        await self._pacer.aclose()
 
     def _open(self) -> Transport:
         """Return the transport, opening the session in the running loop on first use."""

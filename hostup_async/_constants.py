@@ -21,6 +21,9 @@ __all__ = [
     "RATE_BURST_SECONDS",
     "RATE_LIMIT_PAUSE",
     "RETRYABLE_STATUSES",
+    "SHARED_BACKOFF_CAP",
+    "SHARED_LEASE_MAX",
+    "SHARED_TIMEOUT",
 ]
 
 #: The production API root; endpoint paths are appended to it.
@@ -89,3 +92,13 @@ ADAPTIVE_PLATEAU = 15.0
 #: Longest wait a server's retry hint may impose, in seconds, unless the client or the
 #: call says otherwise: a hint above it ends the call at once with ``RateLimitError``.
 DEFAULT_MAX_RETRY_AFTER = 60.0
+
+#: Shared rate limit (``shared_limit``): seconds a Redis round trip may take before the
+#: client stops waiting and paces locally until Redis answers again.
+SHARED_TIMEOUT = 1.0
+
+#: Most send slots one Redis round trip reserves, for the waiters queued in one client.
+SHARED_LEASE_MAX = 16
+
+#: Longest wait between two tries to reach Redis again, in seconds (backoff from 0.1 s).
+SHARED_BACKOFF_CAP = 5.0

@@ -49,3 +49,5 @@ class ClientStats:
     throttle_wait: float = 0.0
     """Seconds requests spent waiting for the rate limiter or a 429 pause before being sent,
     summed (the backoff of a request that is itself retried is not counted here)."""
+    shared_fallback: float = 0.0
+    """Seconds a client with ``shared_limit`` paced alone because Redis was unavailable."""

