@@ -47,6 +47,8 @@ __all__ = ["SharedPacer", "namespace_for", "redis_from"]
 logger = logging.getLogger("hostup_async")
 
 _SCHEMES = ("redis", "rediss", "unix")
+# The name of the tasks that tell Redis of a refusal (aclose lets them finish).
+_REPORT = "hostup-async: shared refusal report"
 # A slot handed back by a cancelled waiter is still worth using this late, in seconds.
 _STALE_SLOT = 0.05
 
@@ -278,6 +280,11 @@ class SharedPacer:
     async def aclose(self) -> None:
         """Stop the round trips in flight; close the Redis client if the pacer made it."""
         self._closed = True
+        reports = [t for t in self._tasks if t.get_name() == _REPORT]
+        if reports:
+            # A refusal just reported must still reach the others (the pause is theirs
+            # too), but Redis gets no longer than one round trip's time to take it.
+            await asyncio.wait(reports, timeout=self._timeout)
         tasks = list(self._tasks)
         if self._dispatcher is not None:
             tasks.append(self._dispatcher)
@@ -385,7 +392,9 @@ class SharedPacer:
             self._pause_locally(now, min(RATE_LIMIT_PAUSE if wait is None else wait, self.max_pause))
         if fallback is not None or self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self._report(sent_at, wait, refused))
+        task = asyncio.get_running_loop().create_task(
+            self._report(sent_at, wait, refused), name=_REPORT
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

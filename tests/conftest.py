@@ -73,11 +73,13 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server the tests run (and may stop and start again) on a loopback port."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, *, password: str | None = None) -> None:
         self.binary = binary
         self.folder = folder
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -90,6 +92,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.folder),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -101,7 +104,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    answer = sock.recv(64)
+                    if answer.startswith((b"+PONG", b"-NOAUTH")):  # up (and wants a password)
                         return
             except OSError:
                 time.sleep(0.02)  # not listening yet: a startup wait, no assertion on time
