@@ -23,7 +23,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._constants import (
@@ -94,7 +94,9 @@ def _check_url(url: str) -> None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ConfigurationError("shared_limit is not a valid URL (check the port)") from None
+        port = -1
+    if port == -1:  # raised out here: the parser's error (it may quote the URL) stays out
+        raise ConfigurationError("shared_limit is not a valid URL (check the port)")
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
             "shared_limit must be a redis://, rediss:// or unix:// URL "
@@ -150,7 +152,7 @@ class _FallBack:
 
 _FALLBACK = _FallBack()
 
-_Grant = Union[_Slot, _Paused, _FallBack]
+_Grant = _Slot | _Paused | _FallBack
 
 
 class SharedPacer:
@@ -186,6 +188,7 @@ class SharedPacer:
         self._spread = 0.0
         self._queue: deque[asyncio.Future[_Grant]] = deque()
         self._spare: list[_Slot] = []  # slots handed back by cancelled waiters
+        self._dropped = 0  # spare slots that went stale unused
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fallback: LocalPacer | None = None
@@ -345,7 +348,7 @@ class SharedPacer:
                         waiter.set_result(_FALLBACK)
                 break
             grants = self._read_acquire(reply, len(batch))
-            for waiter, grant in zip(batch, grants):
+            for waiter, grant in zip(batch, grants, strict=False):
                 if waiter.done():  # cancelled while we were asking
                     if isinstance(grant, _Slot):
                         self._spare.append(grant)
@@ -389,7 +392,9 @@ class SharedPacer:
             else:
                 fallback.on_accepted(sent_at, {"X-RateLimit-Remaining": "0"})
         if refused or wait is not None:
-            self._pause_locally(now, min(RATE_LIMIT_PAUSE if wait is None else wait, self.max_pause))
+            self._pause_locally(
+                now, min(RATE_LIMIT_PAUSE if wait is None else wait, self.max_pause)
+            )
         if fallback is not None or self._closed:
             return
         task = asyncio.get_running_loop().create_task(
@@ -429,7 +434,9 @@ class SharedPacer:
         spare = self._spare
         if not spare:
             return None
-        spare[:] = [s for s in spare if s.due >= now - _STALE_SLOT]
+        fresh = [s for s in spare if s.due >= now - _STALE_SLOT]
+        self._dropped += len(spare) - len(fresh)  # too late to use: sending now would bunch
+        spare[:] = fresh
         return min(spare, key=lambda s: s.due) if spare else None
 
     # -- when Redis goes away -----------------------------------------------------------

@@ -9,11 +9,15 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 API_KEY = "test-key-5f1c9a"
 
@@ -87,11 +91,16 @@ class RedisServer:
         self._process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.folder),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
                 *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
@@ -125,3 +134,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+async def scores(redis: Redis, key: str) -> list[float]:
+    """The scores of a sorted set (the shared limit's send times), in order."""
+    rows = cast("list[tuple[bytes, float]]", await redis.zrange(key, 0, -1, withscores=True))
+    return sorted(score for _, score in rows)
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most of ``times`` (sorted) in any 1-s window."""
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

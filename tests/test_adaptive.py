@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 import pytest
+from hostup_async._throttle import AdjustableLimiter, Throttle
 
 from hostup_async import AttemptEvent, HostUpClient
-from hostup_async._throttle import AdjustableLimiter, Throttle
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY

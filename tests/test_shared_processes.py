@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from hostup_async._shared import namespace_for
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, RedisServer, redis_server_binary
+from .conftest import API_KEY, RedisServer, most_in_one_second, redis_server_binary, scores
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ async def run_workers(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
     outputs = await asyncio.gather(*(p.communicate() for p in procs))
     results = []
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=False):
         assert proc.returncode == 0, err.decode()
         result = json.loads(out.decode().strip().splitlines()[-1])
         result["stderr"] = err.decode()
@@ -55,20 +55,9 @@ async def send_times(redis_url: str, base_url: str) -> list[float]:
     """The send times the script handed out for the key (kept for a minute)."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        key = f"{namespace_for(API_KEY, base_url)}:w"
-        return sorted(score for _, score in await client.zrange(key, 0, -1, withscores=True))
+        return await scores(client, f"{namespace_for(API_KEY, base_url)}:w")
     finally:
         await client.aclose()
-
-
-def most_in_one_second(times: list[float]) -> int:
-    """The most send times in any 1-s window."""
-    most, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 @pytest.fixture
@@ -80,7 +69,9 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     server.stop()
 
 
-def worker(fake: FakeHostUp, redis_url: str, rate: float, first: int, count: int, **extra: Any) -> dict[str, Any]:
+def worker(
+    fake: FakeHostUp, redis_url: str, rate: float, first: int, count: int, **extra: Any
+) -> dict[str, Any]:
     return {
         "api_key": API_KEY,
         "base_url": fake.url,
@@ -97,7 +88,10 @@ async def test_four_processes_share_one_rate_with_skewed_clocks(redis_server: Re
     async with FakeHostUp(api_key=API_KEY, rate_limit=rate, rate_mode="token_bucket") as fake:
         skews = [0.0, 3600.0, -3600.0, 0.25]  # as far apart as clocks on other hosts may be
         results = await run_workers(
-            [worker(fake, redis_server.url, rate, 1 + i * 1000, 60, skew=s) for i, s in enumerate(skews)]
+            [
+                worker(fake, redis_server.url, rate, 1 + i * 1000, 60, skew=s)
+                for i, s in enumerate(skews)
+            ]
         )
         times = await send_times(redis_server.url, fake.url)
         refused = fake.stats.by_status[429]
@@ -117,7 +111,9 @@ async def test_a_429_received_by_one_process_pauses_them_all(redis_server: Redis
         patience = [{"max_retry_after": 60.0, "max_retries": 0}] + [{"max_retry_after": 5.0}] * 3
         results = await run_workers(
             [
-                worker(fake, redis_server.url, 50, 1 + i * 10_000, 300, sequential=True, **patience[i])
+                worker(
+                    fake, redis_server.url, 50, 1 + i * 10_000, 300, sequential=True, **patience[i]
+                )
                 for i in range(4)
             ]
         )

@@ -1,0 +1,254 @@
+"""The shared rate limit in one process: configuration, Redis keys, the shared pause, cancellation, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from hostup_async import ConfigurationError, HostUpClient
+from hostup_async._pacing import PauseTooLong
+from hostup_async._shared import SharedPacer, namespace_for
+from hostup_async.testing import FakeHostUp
+
+from .conftest import (
+    API_KEY,
+    RedisServer,
+    free_port,
+    most_in_one_second,
+    redis_server_binary,
+    scores,
+)
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:s3cret@127.0.0.1:6379/0",  # not a Redis scheme
+        "redis://:s3cret@127.0.0.1:notaport/0",
+        "redis://:s3cret@127.0.0.1:99999/0",
+        "redis://:s3cret@/0",  # no host
+        "redis://:s3cret@127.0.0.1:6379/zero",
+        "redis://:s3cret@127.0.0.1:6379/0\r\nX",
+        "unix://",
+        "",
+    ],
+)
+def test_a_malformed_url_is_a_configuration_error_that_hides_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        HostUpClient(API_KEY, shared_limit=url)
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_shared_limit_takes_a_url_or_a_redis_client_only() -> None:
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        HostUpClient(API_KEY, shared_limit=6379)  # type: ignore[arg-type]
+
+
+async def test_a_callers_redis_client_is_used_and_left_open(
+    redis_server: RedisServer, fake: FakeHostUp
+) -> None:
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with HostUpClient(API_KEY, base_url=fake.url, shared_limit=redis) as client:
+            await client.get_vm_details(1)
+        assert await redis.ping()  # still ours to use
+        assert await redis.exists(f"{namespace_for(API_KEY, fake.url)}:w")
+    finally:
+        await redis.aclose()
+
+
+# -- what goes into Redis ---------------------------------------------------------------
+
+
+async def test_keys_are_hashed_tagged_and_expire(
+    redis_server: RedisServer, fake: FakeHostUp
+) -> None:
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=50, shared_limit=redis_server.url
+    ) as client:
+        await client.fetch_vms(range(1, 21))
+        client._pacer.on_rate_limited(0.0, 0.01)  # every key exists once a refusal is in
+        await asyncio.gather(*client._pacer._tasks)  # type: ignore[attr-defined]
+    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        prefix = namespace_for(API_KEY, fake.url)
+        keys = [k async for k in redis.scan_iter(f"{prefix}*")]
+        assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["c", "rf", "st", "w"]
+        for key in keys:
+            assert API_KEY not in key
+            assert key.startswith("hostup:{") and "}" in key  # one hash tag: one cluster slot
+            assert 0 < await redis.pttl(key) <= 200_000  # every key expires
+    finally:
+        await redis.aclose()
+
+
+async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
+    redis_server: RedisServer,
+) -> None:
+    rate = 30
+    async with FakeHostUp(api_key=API_KEY) as fake:
+        clients = [
+            HostUpClient(key, base_url=fake.url, rate_limit=rate, shared_limit=redis_server.url)
+            for key in (API_KEY, API_KEY, API_KEY, "another-key")
+        ]
+        try:
+            results = await asyncio.gather(
+                *(
+                    c.fetch_vms(range(1 + i * 100, 31 + i * 100), usage_log=False)
+                    for i, c in enumerate(clients)
+                )
+            )
+        finally:
+            for c in clients:
+                await c.aclose()
+        namespace = namespace_for(API_KEY, fake.url)
+        other = namespace_for("another-key", fake.url)
+    assert all(r.ok for batch in results[:3] for r in batch)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        times = await scores(redis, f"{namespace}:w")
+        assert len(times) == 90
+        assert most_in_one_second(times) <= rate
+        assert await redis.zcard(f"{other}:w") == 30  # its own namespace, not counted with ours
+    finally:
+        await redis.aclose()
+
+
+# -- the shared pause -------------------------------------------------------------------
+
+
+async def test_a_refusal_one_client_got_pauses_another(redis_server: RedisServer) -> None:
+    ns = namespace_for(API_KEY, "http://pause.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    one = SharedPacer(redis, namespace=ns, rate_limit=10.0)
+    other = SharedPacer(redis, namespace=ns, rate_limit=10.0)
+    try:
+        sent = await one.acquire()
+        one.on_rate_limited(sent, 30.0)
+        assert one.paused_for() > 29  # at once, before Redis has heard of it
+        await asyncio.gather(*one._tasks)
+        with pytest.raises(PauseTooLong) as caught:
+            await other.acquire(max_pause=5.0)
+        assert 25 < caught.value.seconds <= 30
+        assert other.paused_for() > 25  # and it keeps to it without asking again
+    finally:
+        await one.aclose()
+        await other.aclose()
+        await redis.aclose()
+
+
+# -- cancellation -----------------------------------------------------------------------
+
+
+async def test_a_cancelled_waiters_slot_goes_to_the_next_one(redis_server: RedisServer) -> None:
+    ns = namespace_for(API_KEY, "http://cancel.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pacer = SharedPacer(redis, namespace=ns, rate_limit=1.0)  # one send per second
+    try:
+        await pacer.acquire()
+        sleeper = asyncio.ensure_future(pacer.acquire())  # gets the slot 1 s on, and sleeps
+        await asyncio.sleep(0)  # it queues and starts the round trip
+        assert pacer._dispatcher is not None
+        await pacer._dispatcher  # the reply is in: the sleeper holds its slot
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+        assert len(pacer._spare) == 1
+        reserved = await redis.zcard(f"{ns}:w")
+        sent = await pacer.acquire()  # the cancelled one's slot: no new reservation
+        assert await redis.zcard(f"{ns}:w") == reserved == 2
+        assert sent == max(await scores(redis, f"{ns}:w"))
+    finally:
+        await pacer.aclose()
+        await redis.aclose()
+
+
+async def test_cancelling_mid_round_trip_loses_no_slot_and_crosses_no_reply(
+    redis_server: RedisServer,
+) -> None:
+    ns = namespace_for(API_KEY, "http://cancel-trip.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pacer = SharedPacer(redis, namespace=ns, rate_limit=1000.0)
+    try:
+        for _ in range(20):
+            waiters = [asyncio.ensure_future(pacer.acquire()) for _ in range(8)]
+            await asyncio.sleep(0)  # queued; the round trip is on its way
+            for w in waiters[::2]:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            assert pacer._dispatcher is not None
+            await pacer._dispatcher
+        # Every slot Redis handed out went to a waiter or is kept for the next one.
+        granted = 20 * 4
+        assert await redis.zcard(f"{ns}:w") == granted + len(pacer._spare) + pacer._dropped
+        assert await redis.set("probe", "42") and await redis.get("probe") == b"42"
+    finally:
+        await pacer.aclose()
+        await redis.aclose()
+
+
+# -- when Redis is away -----------------------------------------------------------------
+
+
+async def test_an_unreachable_redis_never_fails_a_call(
+    fake: FakeHostUp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hostup_async")
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=50, shared_limit=url) as client:
+        results = await client.fetch_vms(range(1, 31), usage_log=False)
+        assert client.stats.shared_fallback > 0
+        assert isinstance(client._pacer, SharedPacer) and not client._pacer.sharing
+    assert all(r.ok for r in results)
+    warnings = [
+        r for r in caplog.records if r.name == "hostup_async" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1  # one per outage, not one per call
+    assert "s3cret" not in warnings[0].getMessage() and "unavailable" in warnings[0].getMessage()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(redis_server_binary(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_sharing_resumes_when_redis_is_back(
+    own_redis: RedisServer, fake: FakeHostUp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hostup_async")
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=200, shared_limit=own_redis.url
+    ) as client:
+        pacer = client._pacer
+        assert isinstance(pacer, SharedPacer)
+        await client.fetch_vms(range(1, 11), usage_log=False)
+        own_redis.stop()
+        await client.fetch_vms(range(11, 21), usage_log=False)
+        assert not pacer.sharing
+        own_redis.start()
+        while not pacer.sharing:  # the reconnect backoff: wait for it, asserting nothing on time
+            await client.get_vm_details(1, usage_log=False)
+            await asyncio.sleep(0.05)
+        away = client.stats.shared_fallback
+        assert away > 0
+        await client.fetch_vms(range(21, 31), usage_log=False)
+        assert client.stats.shared_fallback == away  # sharing again: no more time alone
+    redis = aioredis.Redis.from_url(own_redis.url)
+    try:
+        assert await redis.zcard(f"{namespace_for(API_KEY, fake.url)}:w") >= 10
+    finally:
+        await redis.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
+    assert sum("unavailable" in m for m in messages) == 1
+    assert sum("Redis is back" in m for m in messages) == 1
