@@ -12,26 +12,40 @@ async def test_report(hostup_client):
     ...
 ```
 
-The server accepts the key ``FIXTURE_API_KEY`` unless its marker sets ``api_key``; the
-client sends the server's key and has no client-side rate limit unless its marker says
-otherwise. The fixtures need pytest-asyncio; without it the plugin adds only
-the markers.
+The server accepts the key ``FIXTURE_API_KEY`` (``from hostup_async.testing import
+FIXTURE_API_KEY``) unless its marker sets ``api_key``; the client sends the server's key and
+has no client-side rate limit unless its marker says otherwise.
+
+The fixtures are async and need pytest-asyncio (``pip install 'hostup-async[test]'``), with
+``asyncio_mode = "auto"`` or a ``@pytest.mark.asyncio`` on each test. When either is missing,
+a test that uses them fails at setup with a message that says which and how to fix it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from .._client import HostUpClient
+from ._data import FIXTURE_API_KEY
 from ._server import FakeHostUp
 
-__all__ = ["FIXTURE_API_KEY", "pytest_configure"]
+__all__ = ["FIXTURE_API_KEY", "pytest_configure", "pytest_runtest_setup"]
 
-FIXTURE_API_KEY = "hostup-fixture-key"
-"""The key the fixtures' server accepts and their client sends."""
+_FIXTURES = ("hostup_client", "hostup_fake")  # the one a test asks for first
+_NO_ASYNCIO = (
+    "the {name} fixture needs pytest-asyncio, which is not installed or not enabled: "
+    "pip install 'hostup-async[test]' (or pytest-asyncio), "
+    'and set asyncio_mode = "auto" under [tool.pytest.ini_options]'
+)
+_STRICT = (
+    "{test} is an async test using the {name} fixture, but pytest-asyncio is in strict mode "
+    'and does not run it: set asyncio_mode = "auto" under [tool.pytest.ini_options] in '
+    "pyproject.toml, or mark the test with @pytest.mark.asyncio"
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,6 +62,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Say plainly what is missing when a test uses the fixtures without what they need."""
+    used = [name for name in _FIXTURES if name in getattr(item, "fixturenames", ())]
+    if not used:
+        return
+    if not item.config.pluginmanager.has_plugin("asyncio"):
+        pytest.fail(_NO_ASYNCIO.format(name=used[0]), pytrace=False)
+    test = getattr(item, "obj", None)
+    if inspect.iscoroutinefunction(test) and item.get_closest_marker("asyncio") is None:
+        # Auto mode marks every async test; in strict mode pytest alone would only say
+        # "async def functions are not natively supported".
+        pytest.fail(_STRICT.format(test=item.name, name=used[0]), pytrace=False)
+
+
 def _marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
     """Merge the keyword arguments of every ``name`` marker, the closest one winning."""
     options: dict[str, Any] = {}
@@ -61,8 +90,20 @@ def _marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]
 
 try:
     import pytest_asyncio
-except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio
-    pass
+except ImportError:  # pragma: no cover - this suite runs with pytest-asyncio installed
+    # Stand-ins, so pytest does not say "fixture not found": pytest_runtest_setup fails the
+    # test first, with the message that says what to install.
+
+    @pytest.fixture
+    def hostup_fake() -> NoReturn:
+        """Needs pytest-asyncio: ``pip install 'hostup-async[test]'``."""
+        pytest.fail(_NO_ASYNCIO.format(name="hostup_fake"), pytrace=False)
+
+    @pytest.fixture
+    def hostup_client() -> NoReturn:
+        """Needs pytest-asyncio: ``pip install 'hostup-async[test]'``."""
+        pytest.fail(_NO_ASYNCIO.format(name="hostup_client"), pytrace=False)
+
 else:
 
     @pytest_asyncio.fixture
