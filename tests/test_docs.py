@@ -262,7 +262,7 @@ def test_fenced_examples_in_docstrings_compile() -> None:
 
 
 def bench_hook() -> ModuleType:
-    path = DOCS / "_hooks" / "benchmarks.py"
+    path = DOCS / "_hooks" / "benchmark_results.py"
     spec = importlib.util.spec_from_file_location("bench_hook", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
