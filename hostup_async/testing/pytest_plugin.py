@@ -24,8 +24,8 @@ a test that uses them fails at setup with a message that says which and how to f
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -88,42 +88,41 @@ def _marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]
     return options
 
 
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - this suite runs with pytest-asyncio installed
-    # Stand-ins, so pytest does not say "fixture not found": pytest_runtest_setup fails the
-    # test first, with the message that says what to install.
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-    @pytest.fixture
-    def hostup_fake() -> NoReturn:
-        """Needs pytest-asyncio: ``pip install 'hostup-async[test]'``."""
-        pytest.fail(_NO_ASYNCIO.format(name="hostup_fake"), pytrace=False)
 
-    @pytest.fixture
-    def hostup_client() -> NoReturn:
-        """Needs pytest-asyncio: ``pip install 'hostup-async[test]'``."""
-        pytest.fail(_NO_ASYNCIO.format(name="hostup_client"), pytrace=False)
+def _async_fixture(func: _F) -> _F:
+    """Register an async fixture with pytest-asyncio, or with pytest when it is missing.
 
-else:
+    Either way the fixture exists, so pytest never says "fixture not found": without
+    pytest-asyncio, pytest_runtest_setup fails the test first, saying what to install.
+    """
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover - this suite runs with pytest-asyncio installed
+        return cast(_F, pytest.fixture(func))
+    return cast(_F, pytest_asyncio.fixture(func))
 
-    @pytest_asyncio.fixture
-    async def hostup_fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeHostUp]:
-        """A running ``FakeHostUp``; options come from a ``hostup_fake`` marker."""
-        options: dict[str, Any] = {"api_key": FIXTURE_API_KEY}
-        options.update(_marker_options(request, "hostup_fake"))
-        async with FakeHostUp(**options) as server:
-            yield server
 
-    @pytest_asyncio.fixture
-    async def hostup_client(
-        request: pytest.FixtureRequest, hostup_fake: FakeHostUp
-    ) -> AsyncIterator[HostUpClient]:
-        """A ``HostUpClient`` for ``hostup_fake``; options come from a ``hostup_client`` marker."""
-        options: dict[str, Any] = {
-            "api_key": hostup_fake.api_key,
-            "base_url": hostup_fake.url,
-            "rate_limit": None,
-        }
-        options.update(_marker_options(request, "hostup_client"))
-        async with HostUpClient(**options) as client:
-            yield client
+@_async_fixture
+async def hostup_fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeHostUp]:
+    """A running ``FakeHostUp``; options come from a ``hostup_fake`` marker."""
+    options: dict[str, Any] = {"api_key": FIXTURE_API_KEY}
+    options.update(_marker_options(request, "hostup_fake"))
+    async with FakeHostUp(**options) as server:
+        yield server
+
+
+@_async_fixture
+async def hostup_client(
+    request: pytest.FixtureRequest, hostup_fake: FakeHostUp
+) -> AsyncIterator[HostUpClient]:
+    """A ``HostUpClient`` for ``hostup_fake``; options come from a ``hostup_client`` marker."""
+    options: dict[str, Any] = {
+        "api_key": hostup_fake.api_key,
+        "base_url": hostup_fake.url,
+        "rate_limit": None,
+    }
+    options.update(_marker_options(request, "hostup_client"))
+    async with HostUpClient(**options) as client:
+        yield client
