@@ -23,6 +23,7 @@ __all__ = [
     "RATE_LIMIT_PAUSE",
     "RETRYABLE_STATUSES",
     "SHARED_BACKOFF_CAP",
+    "SHARED_LIMIT_ENV",
     "SHARED_LEASE_MAX",
     "SHARED_TIMEOUT",
 ]
@@ -105,4 +106,8 @@ SHARED_TIMEOUT = 1.0
 SHARED_LEASE_MAX = 16
 
 #: Longest wait between two tries to reach Redis again, in seconds (backoff from 0.1 s).
-SHARED_BACKOFF_CAP = 5.0
+#: Short, because until every client is back some pace alone while others share again.
+SHARED_BACKOFF_CAP = 1.0
+
+#: Environment variable the CLI reads for ``--shared-limit`` (a Redis URL).
+SHARED_LIMIT_ENV = "HOSTUP_SHARED_LIMIT"

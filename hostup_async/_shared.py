@@ -49,6 +49,9 @@ logger = logging.getLogger("hostup_async")
 _SCHEMES = ("redis", "rediss", "unix")
 # The name of the tasks that tell Redis of a refusal (aclose lets them finish).
 _REPORT = "hostup-async: shared refusal report"
+# How fast the clock offset estimate may creep up, in seconds per second: NTP slews a
+# clock by at most 500 ppm.
+_DRIFT = 0.0005
 # A slot handed back by a cancelled waiter is still worth using this late, in seconds.
 _STALE_SLOT = 0.05
 
@@ -104,15 +107,15 @@ def _check_url(url: str) -> None:
         )
     if parts.scheme == "unix":
         if not parts.path:
-            raise ConfigurationError("shared_limit: a unix:// URL needs a socket path")
+            raise ConfigurationError("shared_limit needs a socket path after unix://")
         return
     if not parts.hostname:
-        raise ConfigurationError("shared_limit: the URL has no host")
+        raise ConfigurationError("shared_limit has no host")
     if port == 0:
-        raise ConfigurationError("shared_limit: the port must be 1-65535")
+        raise ConfigurationError("shared_limit has a port outside 1-65535")
     db = parts.path.strip("/")
     if db and not db.isdigit():
-        raise ConfigurationError("shared_limit: the database after the host must be a number")
+        raise ConfigurationError("shared_limit has a database that is not a number")
 
 
 def namespace_for(api_key: str, base_url: str) -> str:
@@ -189,6 +192,8 @@ class SharedPacer:
         self._queue: deque[asyncio.Future[_Grant]] = deque()
         self._spare: list[_Slot] = []  # slots handed back by cancelled waiters
         self._dropped = 0  # spare slots that went stale unused
+        self._offset = math.inf  # our clock minus Redis' (see _offset_at)
+        self._offset_stamp = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fallback: LocalPacer | None = None
@@ -380,7 +385,21 @@ class SharedPacer:
             return [_Paused(left)] * wanted
         self._rate = _rate_of(reply[2])
         self._live = int(reply[3])
-        return [_Slot(float(t), local + float(t) - server_now) for t in reply[4:]]
+        offset = self._offset_at(local, server_now)
+        return [_Slot(float(t), float(t) + offset) for t in reply[4:]]
+
+    def _offset_at(self, local: float, server_now: float) -> float:
+        """Our clock minus Redis', estimated from the quickest replies.
+
+        A reply's ``local - server_now`` is the true offset plus how long the reply took,
+        so the smallest seen is the closest (and never makes a send early). It may creep up
+        by ``_DRIFT`` a second, so a clock that slews is followed.
+        """
+        seen = local - server_now
+        best = self._offset + _DRIFT * (local - self._offset_stamp)
+        self._offset = seen if seen < best else best
+        self._offset_stamp = local
+        return self._offset
 
     def _refused(self, sent_at: float, wait: float | None, *, refused: bool) -> None:
         """Pause here at once; tell Redis in the background (the transport can't wait)."""

@@ -39,6 +39,7 @@ from ._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
+    SHARED_LIMIT_ENV,
 )
 from ._events import AttemptEvent
 from ._exceptions import (
@@ -459,6 +460,7 @@ _OPTION_NAMES = {
     "rate_limit": "--rate",
     "timeout": "--timeout",
     "max_retries": "--max-retries",
+    "shared_limit": "--shared-limit",
 }
 
 
@@ -481,6 +483,7 @@ def _client(args: argparse.Namespace, stats: RunStats, **options: Any) -> HostUp
             timeout=args.timeout,
             max_retries=args.max_retries,
             on_attempt=stats.on_attempt,
+            shared_limit=args.shared_limit or None,
             **options,
         )
     except ConfigurationError as exc:
@@ -809,6 +812,15 @@ def _common_options() -> _Parser:
         default=DEFAULT_MAX_RETRIES,
         metavar="N",
         help="retries after a failed attempt (default: %(default)s)",
+    )
+    common.add_argument(
+        "--shared-limit",
+        metavar="URL",
+        # No %(default)s in the help: the URL may hold a Redis password.
+        default=os.environ.get(SHARED_LIMIT_ENV),
+        help=f"share the key's rate limit and 429 pauses with other processes through the "
+        f"Redis at URL, such as redis://localhost:6379/0 (default: ${SHARED_LIMIT_ENV}; "
+        "needs hostup-async[redis])",
     )
     common.add_argument(
         "--show-secrets", action="store_true", help="print VM passwords instead of **********"

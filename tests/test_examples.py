@@ -22,6 +22,8 @@ import pytest
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
 
+from .conftest import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 60  # seconds; generous for a noisy machine, each script takes about one
@@ -59,8 +61,25 @@ def test_every_example_is_tested() -> None:
         "billing_audit.py",
         "web_service.py",
         "test_bandwidth_report.py",
+        "shared_limit.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_shared_limit_two_processes(redis_server: RedisServer) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "shared_limit.py")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**example_env(), "HOSTUP_SHARED_LIMIT": redis_server.url},
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "worker 1: 60 of 60 VMs" in result.stdout
+    assert "worker 2: 60 of 60 VMs" in result.stdout
+    assert "pacing alone" not in result.stdout  # Redis was there: they shared all along
 
 
 def test_quickstart() -> None:
