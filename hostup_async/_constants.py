@@ -23,6 +23,7 @@ __all__ = [
     "RATE_LIMIT_PAUSE",
     "RETRYABLE_STATUSES",
     "SHARED_BACKOFF_CAP",
+    "SHARED_LEASE_HORIZON",
     "SHARED_LIMIT_ENV",
     "SHARED_LEASE_MAX",
     "SHARED_TIMEOUT",
@@ -102,8 +103,13 @@ DEFAULT_MAX_RETRY_AFTER = 60.0
 #: client stops waiting and paces locally until Redis answers again.
 SHARED_TIMEOUT = 1.0
 
-#: Most send slots one Redis round trip reserves, for the waiters queued in one client.
+#: Most send slots one Redis round trip reserves for one client: for its queued waiters,
+#: and ahead of them for sends to come (those due within ``SHARED_LEASE_HORIZON``).
 SHARED_LEASE_MAX = 16
+
+#: Slots leased ahead are due within this many seconds of the lease: it bounds what a
+#: client may still send after another client's 429 paused the key, before it hears.
+SHARED_LEASE_HORIZON = 0.05
 
 #: Longest wait between two tries to reach Redis again, in seconds (backoff from 0.1 s).
 #: Short, because until every client is back some pace alone while others share again.

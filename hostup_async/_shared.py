@@ -15,6 +15,7 @@ sharing; ``ClientStats.shared_fallback`` counts the seconds spent so.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -30,6 +31,7 @@ from ._constants import (
     DEFAULT_MAX_RETRY_AFTER,
     RATE_LIMIT_PAUSE,
     SHARED_BACKOFF_CAP,
+    SHARED_LEASE_HORIZON,
     SHARED_LEASE_MAX,
     SHARED_TIMEOUT,
 )
@@ -172,6 +174,7 @@ class SharedPacer:
         max_pause: float = DEFAULT_MAX_RETRY_AFTER,
         stats: ClientStats | None = None,
         timeout: float = SHARED_TIMEOUT,
+        lease_ahead: bool = True,
     ) -> None:
         #: Most seconds one refusal pauses the clients, whatever the server asks.
         self.max_pause = max_pause
@@ -190,8 +193,10 @@ class SharedPacer:
         self._paused_until = -math.inf  # on our clock
         self._spread = 0.0
         self._queue: deque[asyncio.Future[_Grant]] = deque()
-        self._spare: list[_Slot] = []  # slots handed back by cancelled waiters
+        self._spare: list[_Slot] = []  # leased ahead or left by cancelled waiters; by due
         self._dropped = 0  # spare slots that went stale unused
+        self._lease_ahead = lease_ahead
+        self._horizon = repr(SHARED_LEASE_HORIZON)
         self._offset = math.inf  # our clock minus Redis' (see _offset_at)
         self._offset_stamp = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
@@ -220,7 +225,8 @@ class SharedPacer:
     def try_acquire(self) -> float | None:
         """Take a send permit at once if one is at hand; ``None`` means ``acquire()``.
 
-        Sharing, a permit is at hand only when a cancelled waiter left its slot behind.
+        Sharing, a permit is at hand when a slot leased ahead (or left by a cancelled
+        waiter) is due.
         """
         now = self._clock.now()
         if now < self._paused_until:
@@ -232,7 +238,7 @@ class SharedPacer:
         slot = self._spare_slot(now)
         if slot is None or slot.due > now:
             return None
-        self._spare.remove(slot)
+        del self._spare[0]
         return slot.at
 
     async def acquire(self, max_pause: float = math.inf) -> float:
@@ -251,7 +257,7 @@ class SharedPacer:
                 return await fallback.acquire(max_pause)
             slot = self._spare_slot(clock.now())
             if slot is not None:
-                self._spare.remove(slot)
+                del self._spare[0]
             else:
                 grant = await self._ask()
                 if isinstance(grant, _Paused):
@@ -266,10 +272,10 @@ class SharedPacer:
                 if wait > 0:
                     await clock.sleep(wait)
             except BaseException:
-                self._spare.append(slot)  # cancelled: the next waiter sends in our slot
+                self._keep(slot)  # cancelled: the next waiter sends in our slot
                 raise
             if clock.now() < self._paused_until:
-                self._spare.append(slot)  # a refusal came while we slept
+                self._keep(slot)  # a refusal came while we slept
                 continue
             return slot.at
 
@@ -326,7 +332,7 @@ class SharedPacer:
             if waiter.done() and not waiter.cancelled():
                 grant = waiter.result()
                 if isinstance(grant, _Slot):
-                    self._spare.append(grant)
+                    self._keep(grant)
             raise
 
     async def _dispatch(self) -> None:
@@ -344,8 +350,12 @@ class SharedPacer:
                     batch.append(waiter)
             if not batch:
                 continue
+            # Lease ahead once the spares are used up: a few more slots, due within
+            # SHARED_LEASE_HORIZON, which later sends take without a round trip
+            # (try_acquire). Any nobody takes in time are dropped, unused.
+            ahead = SHARED_LEASE_MAX - len(batch) if self._lease_ahead and not self._spare else 0
             try:
-                reply = await self._call("a", str(len(batch)))
+                reply = await self._call("a", str(len(batch)), str(ahead))
             except Exception as exc:  # never fail a call because of Redis
                 self._fall_back(exc)
                 for waiter in batch:
@@ -356,9 +366,12 @@ class SharedPacer:
             for waiter, grant in zip(batch, grants, strict=False):
                 if waiter.done():  # cancelled while we were asking
                     if isinstance(grant, _Slot):
-                        self._spare.append(grant)
+                        self._keep(grant)
                 else:
                     waiter.set_result(grant)
+            for grant in grants[len(batch) :]:
+                if isinstance(grant, _Slot):
+                    self._keep(grant)
         while queue:  # fell back: release whoever is still queued
             waiter = queue.popleft()
             if not waiter.done():
@@ -367,6 +380,8 @@ class SharedPacer:
     async def _call(self, op: str, *args: str, now: str = "") -> list[Any]:
         """Run the script once: ``op`` with its arguments, bounded in time."""
         argv = [op, now, self._ceiling, self._id, repr(self.max_pause), *args]
+        if op == "a":
+            argv.append(self._horizon)
         reply = await asyncio.wait_for(
             self._script(keys=self._keys, args=argv), timeout=self._timeout
         )
@@ -449,14 +464,16 @@ class SharedPacer:
             self._spare.clear()  # slots from before the pause would land in it
 
     def _spare_slot(self, now: float) -> _Slot | None:
-        """Return the earliest usable slot a cancelled waiter left, dropping stale ones."""
+        """Return the earliest spare slot still usable (it stays first), dropping stale ones."""
         spare = self._spare
-        if not spare:
-            return None
-        fresh = [s for s in spare if s.due >= now - _STALE_SLOT]
-        self._dropped += len(spare) - len(fresh)  # too late to use: sending now would bunch
-        spare[:] = fresh
-        return min(spare, key=lambda s: s.due) if spare else None
+        while spare and spare[0].due < now - _STALE_SLOT:
+            del spare[0]  # too late to use: sending now would bunch with later slots
+            self._dropped += 1
+        return spare[0] if spare else None
+
+    def _keep(self, slot: _Slot) -> None:
+        """Keep a slot for a later send, in order of when it is due."""
+        bisect.insort(self._spare, slot, key=_due)
 
     # -- when Redis goes away -----------------------------------------------------------
 
@@ -504,6 +521,10 @@ class SharedPacer:
         """Add the time since the last tally to the stats' seconds in fallback."""
         self._stats.shared_fallback += max(0.0, now - self._fallback_mark)
         self._fallback_mark = now
+
+
+def _due(slot: _Slot) -> float:
+    return slot.due
 
 
 def _text(value: Any) -> str:

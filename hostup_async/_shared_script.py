@@ -2,10 +2,11 @@
 
 One script, four operations, each one round trip (``op`` is the first argument):
 
-- ``a`` (acquire ``n`` send slots): unless the key is paused, reserve the next ``n`` send
-  times and return them. Times follow a GCRA token bucket (the ``SendBucket`` rules: a
+- ``a`` (acquire ``n`` send slots, and up to ``ahead`` more due within ``horizon``
+  seconds): unless the key is paused, reserve the next send times and return them. Times follow a GCRA token bucket (the ``SendBucket`` rules: a
   ``RATE_BURST_SECONDS`` burst, then ``rate`` per second) and at most ``floor(rate)``
-  sends in any 1-s window, fleet-wide; they never go backwards. During a pause it
+  sends in any 1-s window, fleet-wide; they never go backwards. A send the window holds
+  back leaves the bucket empty, so no burst follows it. During a pause it
   reserves nothing and says how much of the pause is left.
 - ``r`` / ``k`` (a refusal, or an accepted answer that said the quota is spent): the
   ``AdaptiveRate.on_refused`` decision on the shared state, then the shared pause and a
@@ -122,16 +123,30 @@ if op == 'a' then
   else
     out = {'a', fmt(now), rate and fmt(rate) or '', live}
     redis.call('ZREMRANGEBYSCORE', ws, '-inf', '(' .. horizon)
-    for _ = 1, tonumber(ARGV[6]) do
+    local needed, ahead = tonumber(ARGV[6]), tonumber(ARGV[7]) or 0
+    local until_ = now + (tonumber(ARGV[8]) or 0)
+    for i = 1, needed + ahead do
       local t = math.max(now, last)
+      local keep_tat = tat
       if rate ~= nil then
         local T = 1.0 / rate
         local tau = (math.max(1.0, rate * @BURST@) - 1.0) * T
         t = math.max(t, tat - tau)
         local cap = math.max(1, math.floor(rate))
         local nth = redis.call('ZREVRANGE', ws, cap - 1, cap - 1, 'WITHSCORES')
-        if nth[2] then t = math.max(t, tonumber(nth[2]) + 1.0 + @MARGIN@) end
-        tat = math.max(tat, t) + T
+        local bound = nth[2] and tonumber(nth[2]) + 1.0 + @MARGIN@
+        if bound and bound > t then
+          -- Held back by the window: the bucket is empty then, or the tokens it gathered
+          -- meanwhile would go as a burst, and echo a second later, every second.
+          t = bound
+          tat = t + tau + T
+        else
+          tat = math.max(tat, t) + T
+        end
+      end
+      if i > needed and t > until_ then
+        tat = keep_tat  -- beyond the lease's horizon: not reserved
+        break
       end
       note_send(t)
       out[#out + 1] = fmt(t)

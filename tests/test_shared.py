@@ -178,16 +178,18 @@ async def test_cancelling_mid_round_trip_loses_no_slot_and_crosses_no_reply(
     redis = aioredis.Redis.from_url(redis_server.url)
     pacer = SharedPacer(redis, namespace=ns, rate_limit=1000.0)
     try:
+        granted = 0
         for _ in range(20):
             waiters = [asyncio.ensure_future(pacer.acquire()) for _ in range(8)]
             await asyncio.sleep(0)  # queued; the round trip is on its way
             for w in waiters[::2]:
-                w.cancel()
+                w.cancel()  # (one that already took a spare slot and finished stays done)
             await asyncio.gather(*waiters, return_exceptions=True)
+            granted += sum(not w.cancelled() for w in waiters)
             assert pacer._dispatcher is not None
             await pacer._dispatcher
-        # Every slot Redis handed out went to a waiter or is kept for the next one.
-        granted = 20 * 4
+        # Every slot Redis handed out went to a waiter, is kept for the next one, or went
+        # stale unused (counted): none vanished.
         assert await redis.zcard(f"{ns}:w") == granted + len(pacer._spare) + pacer._dropped
         assert await redis.set("probe", "42") and await redis.get("probe") == b"42"
     finally:
