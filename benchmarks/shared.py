@@ -177,8 +177,10 @@ class _Redis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", self.folder],
+            [
+                *(_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self.folder),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
