@@ -15,6 +15,7 @@ async with FakeHostUp(faults=plan, rate_limit=100) as fake:
 ```
 """
 
+from ._data import FIXTURE_API_KEY
 from ._faults import (
     PERMANENT_KINDS,
     TRANSIENT_KINDS,
@@ -28,6 +29,7 @@ from ._limits import RateMode
 from ._server import FakeHostUp, FakeStats, RateHint, RecordedRequest
 
 __all__ = [
+    "FIXTURE_API_KEY",
     "PERMANENT_KINDS",
     "TRANSIENT_KINDS",
     "Fault",
