@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import time
-
 from typing import Any
 
 from aiohttp import web

@@ -93,7 +93,7 @@ class CubicReference:
 
     async def acquire(self, max_pause: float = math.inf) -> float:
         async with self._turn:
-            while (wait := self._bucket.delay(self._loop.time())) > 0:
+            while (wait := self._bucket.delay(self._loop.time())) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             now = self._loop.time()
             self._bucket.take(now)
@@ -188,7 +188,7 @@ def first_steady_second(answers: list[tuple[float, int | None]]) -> int | None:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    """Every style × hint, then the CUBIC reference per style, each on a fresh server."""
+    """Every style and hint, then the CUBIC reference per style, each on a fresh server."""
     n = 300 if quick else 2000
     styles = dict(list(STYLES.items())[:2]) if quick else STYLES
     hints = dict(list(HINTS.items())[1:3]) if quick else HINTS
@@ -237,7 +237,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             header,
             [_row(c) for c in result["cells"].values()]
             + [_row(c) for c in result["reference"].values()],
-            "Share of the limit: VMs / (seconds × 100). Steady from: the first second from which "
+            "Share of the limit: VMs / (seconds x 100). Steady from: the first second from which "
             "every full second got at least 90 answers and no 429. A token bucket holds a "
             "second's worth, so a run can pass 1.0.",
         )
