@@ -394,6 +394,7 @@ class _RichProgress:
             expand=True,
         )
         self._task = self._progress.add_task("fetch", total=total, detail="")
+        self._refreshed = 0.0
 
     def update(self, p: BulkProgress) -> None:
         """Move the bar to the latest counts."""
@@ -401,6 +402,12 @@ class _RichProgress:
 
     def write(self, line: str) -> None:
         """Print an output line above the bar (rich moves the bar below it)."""
+        # Rich redraws the bar under the line from its last refresh: refresh it first (at
+        # most twenty times a second), so the count under the lines is current.
+        now = time.monotonic()
+        if now - self._refreshed >= 0.05:
+            self._refreshed = now
+            self._progress.refresh()
         self._progress.console.out(line, highlight=False)
 
     def __enter__(self) -> _RichProgress:
