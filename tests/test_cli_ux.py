@@ -43,7 +43,11 @@ class Terminal:
         master, slave = pty.openpty()
         # The window size a terminal of that width reports (rich asks the terminal itself).
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, self.columns, 0, 0))
-        environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        # PYTHONUNBUFFERED (set on some CI machines) makes stdout's text layer write to the
+        # raw file, and CPython drops the rest of a line when a signal cuts the kernel's
+        # write short: a user's terminal has the default, buffered stdout.
+        dropped = ("COLUMNS", "LINES", "PYTHONUNBUFFERED")
+        environ = {k: v for k, v in os.environ.items() if k not in dropped}
         environ["HOSTUP_API_KEY"] = API_KEY
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
