@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
+import msgspec
 import pytest
 
 from hostup_async import HostUpClient
@@ -44,6 +48,30 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
         if loop.time() > deadline:
             raise TimeoutError(f"still not so after {timeout:g} s")
         await asyncio.sleep(0.005)
+
+
+@functools.cache
+def _served(path: str) -> bytes:
+    async def fetch() -> bytes:
+        async with FakeHostUp(api_key=API_KEY, usage_log_hours=3) as fake:
+            async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as session:
+                async with session.get(fake.url + path) as response:
+                    assert response.status == 200, path
+                    return await response.read()
+
+    # A loop of its own in a thread: callable from a test's running loop as well.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fetch()).result()
+
+
+def api_data(path: str) -> dict[str, Any]:
+    """A fresh copy of the ``data`` the fake server answers ``path`` with, fetched over HTTP.
+
+    Realistic API data through the fake's public surface (its HTTP API) rather than its
+    private generators; deterministic per path, and fetched once per test run.
+    """
+    data: dict[str, Any] = msgspec.json.decode(_served(path))["data"]
+    return data
 
 
 @pytest.fixture(autouse=True)
