@@ -230,8 +230,9 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     """Return the ``q`` quantile of already sorted values (nearest rank), 0 when empty."""
     if not sorted_values:
         return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
+    # The nearest rank is ceil(q * n); rounded first so that 0.95 * 20 is rank 19, not 20.
+    rank = math.ceil(round(q * len(sorted_values), 9))
+    return sorted_values[min(len(sorted_values), max(1, rank)) - 1]
 
 
 # -- failing fast on a wrong URL ----------------------------------------------------------

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from hostup_async import HostUpClient
-from hostup_async.cli import parse_vmids
+from hostup_async.cli import _percentile, parse_vmids
 from hostup_async.testing import FakeHostUp
 
 from .conftest import API_KEY, api_data
@@ -410,3 +410,20 @@ async def test_progress_bar_on_a_terminal_stderr(fake: FakeHostUp, rich: bool) -
     assert ("30/30 VMs" in text) if rich else ("30/30 VMs, 0 failed" in text), text
     assert "30 VMs in" in text
     assert API_KEY not in text
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "expected"),
+    [
+        (10, 0.50, 5),  # rank ceil(5.0) = 5: not the 6th, as rounding half to even gave
+        (11, 0.50, 6),
+        (20, 0.95, 19),
+        (10, 0.95, 10),
+        (1, 0.50, 1),
+        (3, 0.0, 1),
+        (3, 1.0, 3),
+    ],
+)
+def test_latency_percentiles_are_nearest_rank(n: int, q: float, expected: float) -> None:
+    assert _percentile([float(v) for v in range(1, n + 1)], q) == expected
+    assert _percentile([], q) == 0.0
