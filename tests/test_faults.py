@@ -26,7 +26,6 @@ from hostup_async import (
     TransportError,
 )
 from hostup_async.testing import TRANSIENT_KINDS, FakeHostUp, Fault, FaultPlan, TransientKind
-from hostup_async.testing._server import _FixedWindow, _SlidingWindow
 
 from .conftest import API_KEY
 
@@ -265,32 +264,6 @@ async def test_hidden_limit_refuses_past_the_window_and_says_when(mode: str) -> 
     assert len(waits) == 3 and all(0 < w <= 60 for w in waits)
     assert fake.stats.faults["rate_limit"] == 3
     assert fake.stats.by_status == {200: 5, 429: 3}
-
-
-# The windows' logic with the time as a parameter: (time, admitted or seconds to wait).
-# Two at 0, two more at 0.25, a fifth refused until the first window ends at 0.4; at 0.45
-# a fixed window has started afresh (4 fit), while the sliding one still counts the two
-# from 0.25 (2 fit, then a wait until they slide out at 0.65).
-WINDOW_CASES = {
-    _FixedWindow: [(0, None)] * 2
-    + [(0.25, None)] * 2
-    + [(0.25, 0.15)]
-    + [(0.45, None)] * 4
-    + [(0.45, 0.35)],
-    _SlidingWindow: [(0, None)] * 2
-    + [(0.25, None)] * 2
-    + [(0.25, 0.15)]
-    + [(0.45, None)] * 2
-    + [(0.45, 0.2)],
-}
-
-
-@pytest.mark.parametrize("window", list(WINDOW_CASES), ids=lambda w: w.__name__)
-def test_hidden_limit_windows_over_time(window: Any) -> None:
-    limit = window(4, 0.4)
-    for now, expected in WINDOW_CASES[window]:
-        wait = limit.admit(now)
-        assert wait == (None if expected is None else pytest.approx(expected)), now
 
 
 async def test_plan_latency_delays_answers() -> None:
