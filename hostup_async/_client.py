@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator
 from types import TracebackType
 
@@ -10,6 +11,7 @@ import aiohttp
 
 from ._bulk import ProgressHook, VMIds, VMResult, fetch_vms, stream_vms
 from ._constants import (
+    BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -37,6 +39,7 @@ from ._validate import (
     check_count,
     check_hook,
     check_positive,
+    check_user_agent,
     check_vmid,
 )
 from ._version import __version__
@@ -70,13 +73,20 @@ class HostUpClient:
     undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
     what the server accepts (probing back up later); with ``rate_limit=None`` there is no
     limit until a 429 arrives after some requests got through, which installs one.
+
+    ``base_url`` defaults to ``$HOSTUP_BASE_URL``, else HostUp's API. Requests carry
+    ``User-Agent: hostup-async/<version>``, after ``user_agent`` when given (your product
+    token, such as ``"inventory-sync/2.1"``) and after a ``session``'s own ``User-Agent``.
+    ``trust_env=True`` lets the client's own session use the proxy settings of the
+    environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``~/.netrc``); a ``session``
+    you pass keeps its own ``trust_env``.
     """
 
     def __init__(
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
@@ -85,8 +95,12 @@ class HostUpClient:
         retry_budget: RetryBudget | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
+        user_agent: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         self.base_url = check_base_url(base_url)
         """Root URL the endpoint paths are appended to."""
         self.rate_limit = check_positive("rate_limit", rate_limit, allow_none=True)
@@ -105,6 +119,10 @@ class HostUpClient:
             raise TypeError("retry_budget must be a RetryBudget")
         check_hook("on_attempt", on_attempt)
         check_hook("on_retry", on_retry)
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+        self._user_agent = check_user_agent(user_agent)
+        self._trust_env = trust_env
         self._user_session = session
         self._budget = retry_budget if retry_budget is not None else RetryBudget()
         self._on_attempt = on_attempt
@@ -169,12 +187,16 @@ class HostUpClient:
             )
         if self._transport is None:
             self._loop = loop
+            session = self._user_session
+            # Product tokens, most general last: the caller's session, the caller, the SDK.
+            agents = [self._user_agent, USER_AGENT]
+            if session is not None:
+                agents.insert(0, session.headers.get("User-Agent"))
             headers = {
                 "X-API-Key": self._api_key.get_secret_value(),
                 "Accept": "application/json",
-                "User-Agent": USER_AGENT,
+                "User-Agent": " ".join(a for a in agents if a),
             }
-            session = self._user_session
             request_headers: dict[str, str] | None = headers
             if session is None:
                 # Our own session carries the headers itself: merging them into every
@@ -182,7 +204,10 @@ class HostUpClient:
                 # per request, over its own defaults.
                 connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0)
                 session = aiohttp.ClientSession(
-                    connector=connector, headers=headers, raise_for_status=False
+                    connector=connector,
+                    headers=headers,
+                    raise_for_status=False,
+                    trust_env=self._trust_env,
                 )
                 request_headers = None
             self._session = session
