@@ -19,6 +19,9 @@ __all__ = ["SendBucket"]
 
 # Slack on the 1-s window cap, so timer jitter cannot put R + 1 sends in one second.
 _WINDOW_MARGIN = 0.005
+# Refills are float sums: a token that is 1 - 1e-14 is a whole one (a wait that short
+# would not even move a clock reading of 1,000 s).
+_ROUNDING = 1e-9
 
 
 class SendBucket:
@@ -62,7 +65,7 @@ class SendBucket:
         """Seconds from ``now`` until one more send fits (0 when it fits now)."""
         self._refill(now)
         wait = 0.0
-        if self._tokens < 1.0:  # (a held bucket's stamp is in the future)
+        if self._tokens < 1.0 - _ROUNDING:  # (a held bucket's stamp is in the future)
             wait = max(0.0, self._stamp - now) + (1.0 - self._tokens) / self._rate
         cap = max(1, int(self._rate))
         sent = self._sent

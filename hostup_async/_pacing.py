@@ -102,8 +102,9 @@ class LocalPacer:
 
     The pause is what keeps one 429 from turning into a retry storm: every request of the
     client waits until the server's wait is over, each waking at its own random point a
-    little after, never more than ``max_pause`` seconds. The rate adapts as ``_adaptive``
-    explains; at most ``floor(rate)`` requests go in any 1-s window.
+    little after. It lasts ``max_pause`` seconds at most; a call that will not wait as
+    long as the server asked ends at once (``PauseTooLong``). The rate adapts as
+    ``_adaptive`` explains; at most ``floor(rate)`` requests go in any 1-s window.
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class LocalPacer:
         self._bucket: SendBucket | None = None
         self._refresh_at = -math.inf
         self._paused_until = -math.inf
+        self._asked_until = -math.inf  # the pause the server asked for, before max_pause
         self._spread = 0.0
         # One waiter at a time sleeps on the bucket; the rest queue here in order.
         self._turn = asyncio.Lock()
@@ -198,20 +200,21 @@ class LocalPacer:
         """Nothing to release: a local pacer holds no connection."""
 
     def _apply(self, now: float, decision: Decision) -> None:
+        self._asked_until = max(self._asked_until, now + decision.pause)
         pause = min(decision.pause, self.max_pause)
         if now + pause > self._paused_until:
             self._paused_until = now + pause
             self._spread = pause_spread(pause)
         if decision.rate is not None:
             self._refresh_at = -math.inf  # the next send reads the new rate
-        bucket = self._bucket_at(now)
-        if bucket is not None:
-            bucket.hold(self._paused_until)
             logger.debug(
-                "429: rate lowered to %.1f req/s (server accepted about %.1f req/s)",
+                "rate lowered to %.1f req/s (the server accepted about %.1f req/s)",
                 decision.rate,
                 decision.measured,
             )
+        bucket = self._bucket_at(now)
+        if bucket is not None:
+            bucket.hold(self._paused_until)  # no burst the moment the pause ends
 
     def _bucket_at(self, now: float) -> SendBucket | None:
         """Return the bucket with the policy's rate for ``now`` (``None``: no limit)."""
@@ -232,6 +235,9 @@ class LocalPacer:
         clock = self._clock
         # A loop: another refusal may extend the pause while we sleep.
         while (delay := self._paused_until - clock.now()) > 0:
-            if delay > max_pause:
-                raise PauseTooLong(delay)
+            # Judged by what the server asked for: a call that will not wait that long
+            # ends now, rather than wake to a server that still refuses.
+            asked = self._asked_until - clock.now()
+            if asked > max_pause:
+                raise PauseTooLong(asked)
             await clock.sleep(delay + self._spread * random.random())

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
-from yarl import URL  # aiohttp's own URL type, installed with every aiohttp
+from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
 
 from ._events import AttemptEvent, AttemptHook, ClientStats
 from ._exceptions import (
@@ -132,7 +132,9 @@ class Transport:
                 self._budget.on_success(spent)
                 if attempt > 1 or self._on_attempt is not None or logger.isEnabledFor(DEBUG):
                     request_id = getattr(result, "request_id", None)
-                    self._report(path, attempt, answer, None, request_id, started, None)
+                    self._report(
+                        path, attempt=attempt, answer=answer, started=started, request_id=request_id
+                    )
                 return result
 
             if answer is not None and answer.status == 429 and isinstance(error, RateLimitError):
@@ -154,14 +156,21 @@ class Transport:
                     else self._budget.retry_cost
                 )
                 if not self._budget.try_spend(cost):
-                    self._report(path, attempt, answer, error, None, started, None)
+                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
                     raise RetryBudgetExhaustedError(
                         "retries suspended: too many recent calls failed; "
                         f"the last attempt failed with: {error}",
                         last_error=error,
                     ) from error
                 spent += cost
-            self._report(path, attempt, answer, error, None, started, retry_in)
+            self._report(
+                path,
+                attempt=attempt,
+                answer=answer,
+                started=started,
+                error=error,
+                retry_in=retry_in,
+            )
             if retry_in is None:
                 raise error
             await self._nap(retry_in)
@@ -323,12 +332,13 @@ class Transport:
     def _report(
         self,
         path: str,
+        *,
         attempt: int,
         answer: _Answer | None,
-        error: HostUpError | None,
-        request_id: str | None,
         started: float,
-        retry_in: float | None,
+        error: HostUpError | None = None,
+        request_id: str | None = None,
+        retry_in: float | None = None,
     ) -> None:
         """Log the attempt at DEBUG, count it, and call the caller's hooks."""
         if attempt > 1:
