@@ -1,4 +1,7 @@
-"""The adaptive policy's table, run against ``AdaptiveRate`` and against the shared Lua script.
+"""The adaptive policy's tables, run against ``AdaptiveRate`` and against the shared Lua script.
+
+Here: a table run on both; then the pacing tests' own table of measures
+(``test_adaptive.MEASURES``) and their rules, on the shared policy.
 
 Both take the time as a parameter here (the script reads Redis' ``TIME`` unless a test
 passes one), so every case is exact: no sleeps, no real clock.
@@ -15,9 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from hostup_async._adaptive import AdaptiveRate
+from hostup_async._constants import ADAPTIVE_BACKOFF
 from hostup_async._shared import SharedPacer
 
 from .conftest import RedisServer
+from .test_adaptive import MEASURES
 
 
 class Policy(Protocol):
@@ -187,3 +192,50 @@ async def test_the_curve_matches_along_the_way(redis: aioredis.Redis) -> None:
         want = await local.rate_at(T0 + dt)
         got = await shared.rate_at(T0 + dt)
         assert want is not None and got == pytest.approx(want, rel=1e-9), dt
+
+
+# -- the pacing tests' own table of measures, on the shared policy ----------------------
+
+
+async def sent_shared(policy: SharedPolicy, count: int, start: float, end: float) -> None:
+    times = [repr(start + (end - start) * i / count) for i in range(count)]
+    await policy.pacer._call("s", *times, now=repr(end))
+
+
+@pytest.mark.parametrize(
+    ("count", "over", "wait", "measured", "pause"), list(MEASURES.values()), ids=list(MEASURES)
+)
+async def test_the_pacing_table_of_measures_holds_for_the_shared_policy(
+    redis: aioredis.Redis,
+    count: int,
+    over: float,
+    wait: float | None,
+    measured: float,
+    pause: float,
+) -> None:
+    policy = SharedPolicy(redis, 400.0)
+    await sent_shared(policy, count, 100.0 - over, 100.0)
+    reply = await policy.pacer._call(
+        "r", "100.0", "" if wait is None else repr(wait), now="100.001"
+    )
+    assert float(reply[4]) == pytest.approx(measured, rel=0.02)
+    assert float(reply[2]) == pytest.approx(pause)  # the key's pause, from now
+    assert float(reply[3]) == pytest.approx(ADAPTIVE_BACKOFF * measured, rel=0.02)
+    assert int(reply[5]) == 1
+
+
+async def test_shared_refused_sends_do_not_count_as_taken(redis: aioredis.Redis) -> None:
+    policy = SharedPolicy(redis, 400.0)
+    await sent_shared(policy, 120, 99.7, 100.0)
+    for i in range(20):  # the last 20 of them were refused too
+        await policy.refused(100.0, 99.7 + 0.3 * (100 + i) / 120, 0.7, True)
+    assert await policy.rate_at(100.0) == pytest.approx(ADAPTIVE_BACKOFF * 100, rel=0.02)
+
+
+async def test_shared_rate_drops_from_the_lower_of_the_measure_and_the_rate_in_force(
+    redis: aioredis.Redis,
+) -> None:
+    policy = SharedPolicy(redis, 50.0)
+    await sent_shared(policy, 100, 99.0, 100.0)
+    rate, _, _ = await policy.refused(100.0, 100.0, None, True)
+    assert rate == pytest.approx(ADAPTIVE_BACKOFF * 50)
