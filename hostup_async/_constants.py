@@ -105,7 +105,7 @@ SHARED_TIMEOUT = 1.0
 
 #: Most send slots one Redis round trip reserves for one client: for its queued waiters,
 #: and ahead of them for sends to come (those due within ``SHARED_LEASE_HORIZON``).
-SHARED_LEASE_MAX = 16
+SHARED_LEASE_MAX = 32
 
 #: Slots leased ahead are due within this many seconds of the lease: it bounds what a
 #: client may still send after another client's 429 paused the key, before it hears.
