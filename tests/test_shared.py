@@ -236,7 +236,7 @@ async def test_sharing_resumes_when_redis_is_back(
         assert isinstance(pacer, SharedPacer)
         await client.fetch_vms(range(1, 11), usage_log=False)
         own_redis.stop()
-        await client.fetch_vms(range(11, 21), usage_log=False)
+        await client.fetch_vms(range(11, 81), usage_log=False)  # more than the slots leased
         assert not pacer.sharing
         own_redis.start()
         while not pacer.sharing:  # the reconnect backoff: wait for it, asserting nothing on time
