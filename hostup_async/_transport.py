@@ -141,7 +141,7 @@ class Transport:
                 # Every 429 paces the whole client (pause, adaptive rate), retried or not.
                 self._pacer.on_rate_limited(answer.sent_at, error.retry_after)
                 if error.retry_after is not None and error.retry_after > max_retry_after:
-                    self._report(path, attempt, answer, error, None, started, None)
+                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
                     raise error  # asked to wait longer than the caller allows: end it now
             elif answer is not None:
                 self._pacer.on_accepted(answer.sent_at, answer.headers)
