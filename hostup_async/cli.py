@@ -26,7 +26,7 @@ import msgspec
 
 from ._bulk import BulkProgress, VMResult
 from ._client import HostUpClient
-from ._constants import API_KEY_ENV, DEFAULT_BASE_URL
+from ._constants import API_KEY_ENV, DEFAULT_BASE_URL, MAX_CONCURRENCY_LIMIT, MAX_VMID
 from ._events import AttemptEvent
 from ._exceptions import (
     APIError,
@@ -68,9 +68,11 @@ def _parse_range(token: str) -> range:
         low = int(first)
         high = int(last) if sep else low
     except ValueError:
-        raise UsageError(f"not a vmid or range: {token!r}") from None
-    if low < 1 or high < low:
-        raise UsageError(f"vmids must be 1 or more and ranges low-high: {token!r}")
+        raise UsageError(f"not a vmid or range: {token!r:.60}") from None
+    if low < 1 or high < low or high > MAX_VMID:
+        raise UsageError(
+            f"vmids must be from 1 to 2**63 - 1 and ranges low-high: {token!r:.60}"
+        )
     return range(low, high + 1)
 
 
@@ -609,7 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip decoding usage logs (faster)",
     )
-    fetch.add_argument("--concurrency", type=_int_in("an integer", 1), help="requests in flight")
+    fetch.add_argument(
+        "--concurrency",
+        type=_int_in("an integer", 1, MAX_CONCURRENCY_LIMIT),
+        help="requests in flight",
+    )
     fetch.add_argument("--rate", type=_rate, help="requests per second (0: no client limit)")
     fetch.add_argument("--out", metavar="FILE", help="write JSON Lines to FILE")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
