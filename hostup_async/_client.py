@@ -179,10 +179,13 @@ class HostUpClient:
         connections cannot be closed from here, and this raises ``RuntimeError`` saying so.
         """
         owner = self._loop
-        if owner is not None and self._transport is not None:
-            if owner is not asyncio.get_running_loop():
-                await self._aclose_in(owner)
-                return
+        if (
+            owner is not None
+            and self._transport is not None
+            and owner is not asyncio.get_running_loop()
+        ):
+            await self._aclose_in(owner)
+            return
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:

@@ -363,6 +363,8 @@ _STATUS = msgspec.json.Decoder(_Status, strict=False)
 # page), and a code or request id. A hostile server may send megabytes of either.
 _MAX_TEXT = 500
 _MAX_FIELD = 200
+# Deepest nesting of an error body kept as decoded JSON; real ones nest two or three deep.
+_MAX_DEPTH = 64
 
 
 def text_or_none(value: Any, limit: int = _MAX_FIELD) -> str | None:
@@ -373,12 +375,15 @@ def text_or_none(value: Any, limit: int = _MAX_FIELD) -> str | None:
     """
     if value is None:
         return None
-    if not isinstance(value, str):
+    text: str
+    if isinstance(value, str):
+        text = value
+    else:
         try:
-            value = msgspec.json.encode(value).decode()
+            text = msgspec.json.encode(value).decode()
         except (msgspec.EncodeError, TypeError, ValueError, RecursionError, OverflowError):
-            value = f"<{type(value).__name__}>"
-    return value if len(value) <= limit else value[:limit] + "..."
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
@@ -407,8 +412,12 @@ def api_error(
             body = msgspec.json.decode(raw)
         except (msgspec.DecodeError, ValueError, RecursionError):
             body = None  # the error fields were readable; the rest need not be
-    else:
-        text = raw if isinstance(raw, str) else bytes(raw[: _MAX_TEXT * 4]).decode("utf-8", "replace")
+    if head is None or not _shallow(body):
+        # Not JSON, or JSON nested so deep that printing, copying or pickling the error
+        # would exhaust the recursion limit: keep the start of its text instead.
+        text = (
+            raw if isinstance(raw, str) else bytes(raw[: _MAX_TEXT * 4]).decode("utf-8", "replace")
+        )
         body = text[:_MAX_TEXT]
     message = code = request_id = None
     if head is not None:
@@ -433,6 +442,18 @@ def api_error(
             retry_after=parse_retry_after(hint, retry_after),
         )
     return cls(message, status=status, code=code, request_id=request_id, body=body)
+
+
+def _shallow(value: Any, limit: int = _MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists and objects at most ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (list, dict)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return False
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+    return True
 
 
 def _decode_error(message: str, head: _Status | None) -> DecodeError:

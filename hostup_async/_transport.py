@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from logging import DEBUG
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 from yarl import URL  # aiohttp's own URL type, installed with every aiohttp

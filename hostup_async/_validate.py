@@ -28,7 +28,9 @@ __all__ = [
 def check_vmid(vmid: Any) -> int:
     """Return ``vmid`` if it is an int from 1 to 2**63 - 1; raise a TypeError or ValueError otherwise."""
     if isinstance(vmid, bool) or not isinstance(vmid, int):
-        raise InvalidVMIDTypeError(f"vmid must be an int, not {type(vmid).__name__}: {describe(vmid)}")
+        raise InvalidVMIDTypeError(
+            f"vmid must be an int, not {type(vmid).__name__}: {describe(vmid)}"
+        )
     if vmid < 1:
         raise InvalidVMIDError(f"vmid must be 1 or more, got {describe(vmid)}")
     if vmid > MAX_VMID:
@@ -135,9 +137,7 @@ def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float 
         number = math.inf
     # A denormal (1e-320) is refused too: its reciprocal, a period, overflows to infinity.
     if not math.isfinite(number) or number < sys.float_info.min:
-        raise ConfigurationError(
-            f"{name} must be a finite number above 0, got {describe(value)}"
-        )
+        raise ConfigurationError(f"{name} must be a finite number above 0, got {describe(value)}")
     return number
 
 

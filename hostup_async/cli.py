@@ -70,9 +70,7 @@ def _parse_range(token: str) -> range:
     except ValueError:
         raise UsageError(f"not a vmid or range: {token!r:.60}") from None
     if low < 1 or high < low or high > MAX_VMID:
-        raise UsageError(
-            f"vmids must be from 1 to 2**63 - 1 and ranges low-high: {token!r:.60}"
-        )
+        raise UsageError(f"vmids must be from 1 to 2**63 - 1 and ranges low-high: {token!r:.60}")
     return range(low, high + 1)
 
 
