@@ -56,4 +56,4 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks; print tables, write benchmarks/results/latest.json and the chart."""
     install_group(session, "bench")
     session.install("-e", ".[cli]")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -33,13 +33,13 @@ async def bandwidth_report(client: HostUpClient, vmids: list[int], hours: int) -
         if not r.ok:
             failed.append(f"{r.vmid} ({describe(r.error)})")
             continue
-        assert r.details is not None
+        vm = r.details_or_raise()  # a VMDetails to the type checker too
         sent = received = 0.0
-        for hour, sample in r.details.usage_log.items():  # keys are UTC datetimes
+        for hour, sample in vm.usage_log.items():  # keys are UTC datetimes
             if hour >= since:
                 sent += sample.data_sent
                 received += sample.data_received
-        rows.append((r.vmid, r.details.hostname, sent, received))
+        rows.append((r.vmid, vm.hostname, sent, received))
 
     rows.sort(key=lambda row: row[2] + row[3], reverse=True)
     print(f"Bandwidth over the last {hours} h: {len(rows)} VMs, {len(failed)} failed")

@@ -30,6 +30,7 @@ from hostup_async import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    to_builtins,
 )
 from hostup_async.testing import FakeHostUp
 
@@ -40,22 +41,22 @@ MAX_FLEET = 1000  # vmids per /fleet request: keeps one request's work bounded
 async def vm_summary(request: web.Request) -> web.Response:
     """GET /vms/{vmid}: the VM's specs and state, without the usage log or credentials."""
     vm = await request.app[CLIENT].get_vm_details(int(request.match_info["vmid"]), usage_log=False)
-    return web.json_response(
-        {
-            "vmid": int(request.match_info["vmid"]),
-            "hostname": vm.hostname,
-            "status": vm.status,
-            "power": vm.vm_status,
-            "cpu": vm.cpu,
-            "ram_gb": vm.ram,
-            "disk_gb": vm.disk,
-            "ipv4": vm.ipv4,
-            "next_due": vm.next_due.isoformat() if vm.next_due else None,
-            "price": str(vm.price),  # Decimal: keep it exact as text
-            "currency": vm.pricing.currency if vm.pricing else None,
-            "request_id": vm.request_id,
-        }
-    )
+    # to_builtins turns the date and the Decimal into JSON-ready text (json_response can't).
+    summary = {
+        "vmid": int(request.match_info["vmid"]),
+        "hostname": vm.hostname,
+        "status": vm.status,
+        "power": vm.vm_status,
+        "cpu": vm.cpu,
+        "ram_gb": vm.ram,
+        "disk_gb": vm.disk,
+        "ipv4": vm.ipv4,
+        "next_due": vm.next_due,  # a date, or None
+        "price": vm.price,  # a Decimal: exact text in the JSON
+        "currency": vm.pricing.currency if vm.pricing else None,
+        "request_id": vm.request_id,
+    }
+    return web.json_response(to_builtins(summary))
 
 
 async def fleet_bandwidth(request: web.Request) -> web.Response:
@@ -70,8 +71,7 @@ async def fleet_bandwidth(request: web.Request) -> web.Response:
     # The client is shared by all requests, so its rate limit covers the whole service.
     async for r in request.app[CLIENT].stream_vms(vmids, ordered=True):
         if r.ok:
-            assert r.details is not None
-            log = r.details.usage_log.values()
+            log = r.details_or_raise().usage_log.values()
             vms.append(
                 {
                     "vmid": r.vmid,

@@ -40,8 +40,9 @@ _WINDOW_PER_SLOT = 2
 class VMResult(msgspec.Struct, frozen=True):
     """The outcome for one input item of a bulk fetch: data, or the error that stopped it."""
 
-    vmid: Any
-    """The input item, as given (it may be an invalid vmid)."""
+    vmid: int
+    """The vmid. An input item that is not a valid vmid is kept as given, and ``error`` is then
+    an ``InvalidVMIDError``."""
     index: int
     """Position of the item in the input, from 0 (handy with completion-order streams)."""
     details: VMDetails | None = None
@@ -55,6 +56,32 @@ class VMResult(msgspec.Struct, frozen=True):
     def ok(self) -> bool:
         """Whether every requested call for this VM succeeded."""
         return self.error is None
+
+    def details_or_raise(self) -> VMDetails:
+        """Return the details, or raise the error this VM failed with.
+
+        Typed ``VMDetails`` (never ``None``), so type checkers follow it, unlike ``r.details``
+        after ``if r.ok``. Raises ``ValueError`` when details were not asked for.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.details is None:
+            raise ValueError(f"vm {self.vmid}: details were not fetched (details=False)")
+        return self.details
+
+    def billing_cycle_or_raise(self) -> BillingCycle:
+        """Return the billing cycle, or raise the error this VM failed with.
+
+        Typed ``BillingCycle`` (never ``None``). Raises ``ValueError`` when billing cycles
+        were not asked for (``billing_cycle=True``).
+        """
+        if self.error is not None:
+            raise self.error
+        if self.billing_cycle is None:
+            raise ValueError(
+                f"vm {self.vmid}: the billing cycle was not fetched (billing_cycle=False)"
+            )
+        return self.billing_cycle
 
 
 class BulkProgress(msgspec.Struct, frozen=True):

@@ -12,6 +12,7 @@ import aiohttp
 
 from ._bulk import ProgressHook, VMIds, VMResult, fetch_vms, stream_vms
 from ._constants import (
+    BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -42,6 +43,7 @@ from ._validate import (
     check_hook,
     check_positive,
     check_tls,
+    check_user_agent,
     check_vmid,
 )
 from ._version import __version__
@@ -76,6 +78,13 @@ class HostUpClient:
     what the server accepts (probing back up later); with ``rate_limit=None`` there is no
     limit until a 429 arrives after some requests got through, which installs one.
 
+    ``base_url`` defaults to ``$HOSTUP_BASE_URL``, else HostUp's API. Requests carry
+    ``User-Agent: hostup-async/<version>``, after ``user_agent`` when given (your product
+    token, such as ``"inventory-sync/2.1"``) and after a ``session``'s own ``User-Agent``.
+    ``trust_env=True`` lets the client's own session use the proxy settings of the
+    environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``~/.netrc``); a ``session``
+    you pass keeps its own ``trust_env``.
+
     Plain ``http://`` is refused for any host but loopback unless ``allow_http=True``;
     ``tls`` takes an ``ssl.SSLContext`` or the path of a CA bundle to verify the server
     with. A body larger than ``max_body_size`` bytes (after decompression) ends the
@@ -86,7 +95,7 @@ class HostUpClient:
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
@@ -95,11 +104,15 @@ class HostUpClient:
         retry_budget: RetryBudget | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
+        user_agent: str | None = None,
+        trust_env: bool = False,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         allow_http: bool = False,
         tls: ssl.SSLContext | str | os.PathLike[str] | None = None,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         if not isinstance(allow_http, bool):
             raise TypeError(f"allow_http must be a bool, not {type(allow_http).__name__}")
         self.base_url = check_base_url(base_url, allow_http=allow_http)
@@ -129,6 +142,10 @@ class HostUpClient:
             raise TypeError("retry_budget must be a RetryBudget")
         check_hook("on_attempt", on_attempt)
         check_hook("on_retry", on_retry)
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+        self._user_agent = check_user_agent(user_agent)
+        self._trust_env = trust_env
         self._user_session = session
         self._budget = retry_budget if retry_budget is not None else RetryBudget()
         self._on_attempt = on_attempt
@@ -218,12 +235,16 @@ class HostUpClient:
             )
         if self._transport is None:
             self._loop = loop
+            session = self._user_session
+            # Product tokens, most general last: the caller's session, the caller, the SDK.
+            agents = [self._user_agent, USER_AGENT]
+            if session is not None:
+                agents.insert(0, session.headers.get("User-Agent"))
             headers = {
                 "X-API-Key": self._api_key.get_secret_value(),
                 "Accept": "application/json",
-                "User-Agent": USER_AGENT,
+                "User-Agent": " ".join(a for a in agents if a),
             }
-            session = self._user_session
             request_headers: dict[str, str] | None = headers
             if session is None:
                 # Our own session carries the headers itself: merging them into every
@@ -235,7 +256,10 @@ class HostUpClient:
                     ssl=self._tls if self._tls is not None else True,
                 )
                 session = aiohttp.ClientSession(
-                    connector=connector, headers=headers, raise_for_status=False
+                    connector=connector,
+                    headers=headers,
+                    raise_for_status=False,
+                    trust_env=self._trust_env,
                 )
                 request_headers = None
             self._session = session

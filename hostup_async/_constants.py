@@ -11,6 +11,7 @@ __all__ = [
     "API_KEY_ENV",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
+    "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "DECODE_OFF_LOOP_SIZE",
     "DEFAULT_MAX_BODY_SIZE",
@@ -32,6 +33,9 @@ DEFAULT_BASE_URL = "https://cloud.hostup.se/api"
 
 #: Environment variable read when no ``api_key`` is passed.
 API_KEY_ENV = "HOSTUP_API_KEY"
+
+#: Environment variable read when no ``base_url`` is passed (``DEFAULT_BASE_URL`` when unset).
+BASE_URL_ENV = "HOSTUP_BASE_URL"
 
 #: Requests per second for a whole client. HostUp publishes no figure, so this is
 #: deliberately modest; raise it when you know your account's limit.

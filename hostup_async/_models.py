@@ -176,7 +176,9 @@ class VMDetails(msgspec.Struct):
     disk: float = 0.0
     """Disk size in GB."""
     bandwidth_limit: float = 0.0
-    """Traffic allowed per billing period, in the API's unit (HostUp does not document it)."""
+    """Traffic allowed per billing period. HostUp's reference states no unit (its example is
+    ``0``); ``bandwidth_usage`` counts bytes, but this field is not documented to, so check one
+    VM against the control panel before comparing the two."""
     bandwidth_usage: BandwidthUsage | None = None
     """Traffic used so far in the billing period."""
     usage_log: dict[_WireHour, UsageSample] = {}
@@ -209,6 +211,31 @@ class VMDetails(msgspec.Struct):
         self.next_due = _parse_date(self.next_due)
         if self.usage_log:
             self.usage_log = _normalise_usage_log(self.usage_log)
+
+    def __repr__(self) -> str:
+        # The usage log is most of a VM (720 hours are hundreds of kilobytes of repr): logs
+        # and debuggers get its size instead, and vm.usage_log still holds every sample.
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"VMDetails({fields})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """Return the fields for rich's pretty printer, the usage log as its size."""
+        return [
+            (name, _LogSize(len(self.usage_log)) if name == "usage_log" else getattr(self, name))
+            for name in self.__struct_fields__
+        ]
+
+
+class _LogSize:
+    """Stands in for a usage log in a repr: ``<24 hourly samples>``."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} hourly sample{'' if self.count == 1 else 's'}>"
 
 
 class CycleOption(msgspec.Struct, rename="camel"):

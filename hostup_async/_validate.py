@@ -20,6 +20,7 @@ __all__ = [
     "check_hook",
     "check_positive",
     "check_tls",
+    "check_user_agent",
     "check_vmid",
     "describe",
 ]
@@ -119,6 +120,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_user_agent(user_agent: Any) -> str | None:
+    """Return a ``User-Agent`` product token to send before the SDK's, or ``None``."""
+    if user_agent is None:
+        return None
+    if not isinstance(user_agent, str):
+        raise TypeError(f"user_agent must be a str, not {type(user_agent).__name__}")
+    # It goes into a header: CR/LF would split it, so only printable ASCII is allowed.
+    if not user_agent.strip() or not (user_agent.isascii() and user_agent.isprintable()):
+        raise ConfigurationError("user_agent must be printable ASCII text, such as 'my-app/1.2'")
+    return user_agent.strip()
 
 
 @overload

@@ -1,8 +1,9 @@
 """The ``hostup-async`` command line: fetch VMs as JSON, bulk-fetch as JSON Lines, run a demo.
 
 Exit codes: 0 when everything succeeded, 1 when some VM (or the one VM) failed, 2 for a
-usage or configuration error (bad vmid, no key, a key the API rejects), always with a
-one-line message; 130 when interrupted, 141 when stdout is closed early (``| head``).
+usage or configuration error (bad vmid, no key, a key the API rejects, a base URL where no
+HostUp API answers), always with a one-line message; 130 when interrupted, 141 when stdout
+is closed early (``| head``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,20 +28,34 @@ from typing import IO, Any, NoReturn
 import msgspec
 
 from ._bulk import BulkProgress, VMResult
+from ._cli_output import FORMATS, error_object, error_text, formatter, result_object
+from ._cli_vmids import ParsedVMIDs, VMIDSyntaxError, merge, parse_one, parse_token
 from ._client import HostUpClient
-from ._constants import API_KEY_ENV, DEFAULT_BASE_URL, MAX_CONCURRENCY_LIMIT, MAX_VMID
+from ._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    MAX_CONCURRENCY_LIMIT,
+)
 from ._events import AttemptEvent
 from ._exceptions import (
-    APIError,
     AuthenticationError,
     ConfigurationError,
     HostUpError,
     InvalidVMIDError,
+    NotFoundError,
+    RequestTimeoutError,
+    RetryBudgetExhaustedError,
+    TransportError,
 )
 from ._export import json_encoder, python_names
 from ._version import __version__
 
-__all__ = ["main", "parse_vmids"]
+__all__ = ["error_object", "main", "parse_vmids", "result_object"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells report
@@ -48,69 +65,64 @@ class UsageError(Exception):
     """A mistake in the command line; reported in one line with exit code 2."""
 
 
+def _plural(count: int, word: str) -> str:
+    """Return ``1 VM``, ``2 VMs``, ``1 core``, ``8 cores``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 # -- vmid parsing -------------------------------------------------------------------------
 
 
-def parse_vmids(tokens: Iterable[str]) -> tuple[list[range], int]:
-    """Parse ids and ranges such as ``7``, ``100-200`` or ``1,2``; return ranges and total size."""
-    ranges: list[range] = []
-    for token in tokens:
-        for text in (part.strip() for part in token.split(",")):
-            if text:
-                ranges.append(_parse_range(text))
-    return ranges, sum(len(r) for r in ranges)
+def parse_vmids(tokens: Iterable[str]) -> ParsedVMIDs:
+    """Parse ids and ranges such as ``7``, ``100-200`` or ``1,2``; duplicates are counted once.
 
-
-def _parse_range(token: str) -> range:
-    """Parse one id or ``low-high`` range."""
-    first, sep, last = token.partition("-")
+    Only ASCII digits, ``-`` between two ids and ``,`` between items are accepted.
+    """
     try:
-        low = int(first)
-        high = int(last) if sep else low
-    except ValueError:
-        raise UsageError(f"not a vmid or range: {token!r:.60}") from None
-    if low < 1 or high < low or high > MAX_VMID:
-        raise UsageError(f"vmids must be from 1 to 2**63 - 1 and ranges low-high: {token!r:.60}")
-    return range(low, high + 1)
+        return merge(r for token in tokens for r in parse_token(token))
+    except VMIDSyntaxError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _tokens_from_file(path: str) -> list[str]:
-    """Read whitespace-separated vmid tokens from a file, or stdin for ``-``."""
+def _ranges_from_file(path: str) -> Iterator[range]:
+    """Read vmids separated by whitespace or commas from a file, or stdin for ``-``."""
+    name = "stdin" if path == "-" else path
     try:
         if path == "-":
-            text = sys.stdin.read()
+            lines = sys.stdin.read().splitlines()
         else:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    return text.split()  # parse_vmids splits each token on commas
+                lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read --from-file {name}: {reason}") from None
+    for number, line in enumerate(lines, 1):
+        # In a file, commas and whitespace both separate ids (a column of a CSV, say).
+        for token in filter(None, re.split(r"[\s,]+", line)):
+            try:
+                yield from parse_token(token)
+            except VMIDSyntaxError as exc:
+                # A CSV's header row ends up here: say where, so it is quick to find.
+                raise UsageError(f"--from-file {name}, line {number}: {exc}") from None
 
 
-# -- JSON output --------------------------------------------------------------------------
-
-
-def error_object(error: HostUpError) -> dict[str, Any]:
-    """Describe an error for JSON output: kind, status, code, message, request_id."""
-    return {
-        "kind": type(error).__name__,
-        "status": getattr(error, "status", None),
-        "code": getattr(error, "code", None),
-        "message": error.message if isinstance(error, APIError) else str(error),
-        "request_id": getattr(error, "request_id", None),
-    }
-
-
-def result_object(result: VMResult) -> dict[str, Any]:
-    """Describe a bulk result for JSON Lines output."""
-    line: dict[str, Any] = {"vmid": result.vmid, "ok": result.ok}
-    if result.error is not None:
-        line["error"] = error_object(result.error)
-    if result.details is not None:
-        line["details"] = python_names(result.details)
-    if result.billing_cycle is not None:
-        line["billing_cycle"] = python_names(result.billing_cycle)
-    return line
+def _vmids(args: argparse.Namespace) -> ParsedVMIDs:
+    """Collect the vmids of ``fetch`` from its arguments and ``--from-file``."""
+    ranges: list[range] = []
+    for token in args.vmids:
+        try:
+            ranges += parse_token(token)
+        except VMIDSyntaxError as exc:
+            raise UsageError(str(exc)) from None
+    if args.from_file is not None:
+        from_file = list(_ranges_from_file(args.from_file))
+        if not from_file and not ranges:
+            name = "stdin" if args.from_file == "-" else args.from_file
+            raise UsageError(f"no vmids in --from-file {name}")
+        ranges += from_file
+    if not ranges:
+        raise UsageError("no vmids given: pass ids or ranges (7 100-200 1,2), or --from-file FILE")
+    return merge(ranges)
 
 
 # -- run statistics -----------------------------------------------------------------------
@@ -121,19 +133,26 @@ _LATENCY_SAMPLE = 10_000
 
 @dataclass
 class RunStats:
-    """Counts and latencies of one bulk run, for the closing summary."""
+    """Counts and latencies of one run, for the closing summary and the fail-fast checks."""
 
     started: float = field(default_factory=time.perf_counter)
     latencies: list[float] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     ok: int = 0
     attempts: int = 0
+    answered: int = 0
+    """Attempts that got an HTTP answer (any status): the URL reaches some server."""
+    attempt_time: float = 0.0
+    """Seconds spent in attempts, summed over all of them."""
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Record one HTTP attempt's latency (the client's ``on_attempt`` hook)."""
         # A uniform sample of at most _LATENCY_SAMPLE latencies (reservoir sampling), so
         # the percentiles stay honest while memory stays flat however long the run.
         self.attempts += 1
+        self.attempt_time += event.elapsed
+        if event.status is not None:
+            self.answered += 1
         if len(self.latencies) < _LATENCY_SAMPLE:
             self.latencies.append(event.elapsed)
         else:
@@ -148,8 +167,16 @@ class RunStats:
         else:
             self.failures[type(result.error).__name__] += 1
 
-    def summary(self, client: HostUpClient) -> str:
-        """Return the closing summary: outcomes, request rate, latency, 429s and retries."""
+    @property
+    def done(self) -> int:
+        """Results counted so far."""
+        return self.ok + sum(self.failures.values())
+
+    def summary(self, client: HostUpClient, *, total: int | None = None) -> str:
+        """Return the closing summary: outcomes, request rate, latency, 429s and retries.
+
+        ``total`` is given when the run was interrupted: the summary says how far it got.
+        """
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         failed = sum(self.failures.values())
         kinds = ", ".join(f"{kind} {n}" for kind, n in self.failures.most_common())
@@ -157,14 +184,32 @@ class RunStats:
         lat = sorted(self.latencies)
         p50 = _percentile(lat, 0.50) * 1000
         p95 = _percentile(lat, 0.95) * 1000
+        if total is None:
+            head = f"{_plural(self.done, 'VM')} in {elapsed:.1f} s"
+        else:
+            head = f"interrupted after {self.done} of {_plural(total, 'VM')} ({elapsed:.1f} s)"
         return (
-            f"{self.ok + failed} VMs in {elapsed:.1f} s: {self.ok} ok, {failed} failed"
+            f"{head}: {self.ok} ok, {failed} failed"
             + (f" ({kinds})" if kinds else "")
             + f"\nrequests {stats.requests} ({stats.requests / elapsed:.1f}/s), "
             f"latency p50 {p50:.1f} ms p95 {p95:.1f} ms, "
             f"429s {stats.rate_limited}, retries {stats.retries}, "
             f"rate-limit wait {_per(stats.throttle_wait, stats.requests) * 1000:.0f} ms/request"
             + _rate_note(client)
+            + self._wait_hint(client, elapsed)
+        )
+
+    def _wait_hint(self, client: HostUpClient, elapsed: float) -> str:
+        """Say what to change when waiting for the client's own rate limit took most of the run."""
+        stats = client.stats
+        if stats.rate_limited or client.rate_limit is None or elapsed < 1.0:
+            return ""  # 429s: the server set the pace, and _rate_note says so
+        if stats.throttle_wait <= self.attempt_time:
+            return ""
+        return (
+            f"\nhint: requests spent most of their time waiting for the client-side rate limit "
+            f"of {client.rate_limit:g} req/s; if your account allows more, raise --rate "
+            "(--rate 0: no client-side limit)"
         )
 
 
@@ -190,6 +235,55 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[index]
 
 
+# -- failing fast on a wrong URL ----------------------------------------------------------
+
+
+def _connect_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` means no connection could be made (not a timeout, not an answer)."""
+    if isinstance(error, RetryBudgetExhaustedError):
+        error = error.last_error
+    return isinstance(error, TransportError) and not isinstance(error, RequestTimeoutError)
+
+
+def _bare_404(error: BaseException | None) -> bool:
+    """Whether ``error`` is a 404 without HostUp's JSON error body (a web server's page)."""
+    return (
+        isinstance(error, NotFoundError)
+        and error.code is None
+        and error.request_id is None
+        and not isinstance(error.body, dict)
+    )
+
+
+def _wrong_url(error: HostUpError, stats: RunStats, base_url: str) -> UsageError | None:
+    """Return a usage error when the run so far shows no HostUp API at ``base_url``.
+
+    Checked on each failure until something succeeds: every attempt so far failed to
+    connect, or every result so far is a bare 404 (``/api`` left off the URL, say).
+    """
+    if stats.ok:
+        return None
+    if stats.answered == 0 and _connect_failure(error):
+        return UsageError(
+            f"cannot connect to {base_url}: check --base-url (or ${BASE_URL_ENV}) "
+            "and that the server is up"
+        )
+    if not stats.failures and _bare_404(error):
+        return UsageError(
+            f"{base_url} answered 404 with a page that is not HostUp's API: check --base-url "
+            f"(or ${BASE_URL_ENV}); HostUp's API root is {DEFAULT_BASE_URL}, ending in /api"
+        )
+    return None
+
+
+def _rejected_key(exc: AuthenticationError) -> UsageError:
+    """Describe a 401 as a configuration error, without echoing the key."""
+    rid = f", request_id={exc.request_id}" if exc.request_id else ""
+    return UsageError(
+        f"the API rejected the key (HTTP {exc.status}{rid}): check {API_KEY_ENV} or --api-key-file"
+    )
+
+
 # -- progress display ---------------------------------------------------------------------
 
 
@@ -200,13 +294,14 @@ def _progress_detail(p: BulkProgress) -> str:
 
 
 class _TextProgress:
-    """A one-line progress display on stderr, used when rich is not installed."""
+    """A one-line progress display, used when rich is not installed."""
 
     def __init__(self, stream: IO[str], total: int | None) -> None:
-        """Write to ``stream``; ``total`` is the input size when known."""
+        """Draw on ``stream``; ``total`` is the input size when known."""
         self._stream = stream
         self._total = total
         self._last = 0.0
+        self._line = ""
 
     def update(self, p: BulkProgress) -> None:
         """Redraw the line, at most ten times a second."""
@@ -215,40 +310,48 @@ class _TextProgress:
             return
         self._last = now
         of = f"/{self._total}" if self._total is not None else ""
-        self._stream.write(f"\r{p.done}{of} VMs, {_progress_detail(p)} ")
+        self._line = f"{p.done}{of} VMs, {_progress_detail(p)}"
+        self._stream.write(f"\r\x1b[2K{self._line}")
         self._stream.flush()
+
+    def write(self, line: str) -> None:
+        """Print an output line above the progress line, then redraw it."""
+        self._stream.write(f"\r\x1b[2K{line}\n{self._line}")
 
     def __enter__(self) -> _TextProgress:
         """Start showing progress."""
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """End the progress line."""
-        self._stream.write("\n")
+        """Clear the progress line: the summary follows."""
+        self._stream.write("\r\x1b[2K")
+        self._stream.flush()
 
 
 class _RichProgress:
-    """A rich progress bar on stderr (the ``[cli]`` extra)."""
+    """A rich progress bar (the ``[cli]`` extra)."""
 
-    def __init__(self, total: int | None) -> None:
-        """Build the bar for ``total`` VMs (an open-ended bar when unknown)."""
+    def __init__(self, stream: IO[str], total: int | None) -> None:
+        """Build the bar for ``total`` VMs (an open-ended bar when unknown), drawn on ``stream``."""
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
+        of = f"/{total}" if total is not None else ""
         self._progress = Progress(
-            TextColumn("[bold]fetching"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            # The count first and never wrapped: on a narrow terminal the detail gives way.
+            TextColumn(
+                "{task.completed}" + of + " VMs", table_column=Column(no_wrap=True, min_width=5)
+            ),
+            BarColumn(bar_width=24),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
+            TextColumn(
+                "{task.fields[detail]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
+            console=Console(file=stream),
+            transient=True,  # the summary replaces the bar, so nothing is drawn twice
+            expand=True,
         )
         self._task = self._progress.add_task("fetch", total=total, detail="")
 
@@ -256,26 +359,36 @@ class _RichProgress:
         """Move the bar to the latest counts."""
         self._progress.update(self._task, completed=p.done, detail=_progress_detail(p))
 
+    def write(self, line: str) -> None:
+        """Print an output line above the bar (rich moves the bar below it)."""
+        self._progress.console.out(line, highlight=False)
+
     def __enter__(self) -> _RichProgress:
         """Start drawing the bar."""
         self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Stop drawing the bar, leaving it on screen."""
+        """Stop drawing the bar and clear it."""
         self._progress.stop()
 
 
-def _progress_display(total: int | None, enabled: bool) -> Any:
-    """Return a progress display for stderr, or ``None`` when stderr is not a terminal."""
-    if not enabled:
-        return None
+def _progress_display(stream: IO[str], total: int | None) -> _TextProgress | _RichProgress:
+    """Return a progress display drawn on ``stream``: rich's bar, or a plain line without rich."""
     if not os.environ.get("HOSTUP_ASYNC_NO_RICH"):
         try:
-            return _RichProgress(total)
+            return _RichProgress(stream, total)
         except ImportError:
             pass  # rich comes with the [cli] extra; the plain line does without it
-    return _TextProgress(sys.stderr, total)
+    return _TextProgress(stream, total)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal (a closed or odd stream is not)."""
+    try:
+        return stream.isatty()
+    except (ValueError, AttributeError):
+        return False
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -291,42 +404,82 @@ def _read_key(args: argparse.Namespace) -> str | None:
     try:
         with open(args.api_key_file, encoding="utf-8") as f:
             key = f.read().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the API key file: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read --api-key-file {args.api_key_file}: {reason}") from None
     if not key:
-        raise UsageError(f"no API key: {args.api_key_file} is empty")
+        raise UsageError(f"no API key: --api-key-file {args.api_key_file} is empty")
     return key
 
 
-def _client(args: argparse.Namespace, **options: Any) -> HostUpClient:
+# The library names its options as Python does; the command line's user typed these.
+_OPTION_NAMES = {
+    "base_url": "--base-url",
+    "max_concurrency": "--concurrency",
+    "rate_limit": "--rate",
+    "timeout": "--timeout",
+    "max_retries": "--max-retries",
+}
+
+
+def _in_cli_words(exc: ConfigurationError) -> UsageError:
+    """Reword a library settings error with the option the user typed."""
+    text = str(exc)
+    name, sep, rest = text.partition(" ")
+    if sep and name in _OPTION_NAMES:
+        text = f"{_OPTION_NAMES[name]} {rest}"
+    return UsageError(text)
+
+
+def _client(args: argparse.Namespace, stats: RunStats, **options: Any) -> HostUpClient:
     """Build the client from the common options; bad settings raise before any I/O."""
-    return HostUpClient(_read_key(args), base_url=args.base_url, **options)
+    key = _read_key(args)
+    try:
+        return HostUpClient(
+            key,
+            base_url=args.base_url,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            on_attempt=stats.on_attempt,
+            **options,
+        )
+    except ConfigurationError as exc:
+        raise _in_cli_words(exc) from None
 
 
-def _rejected_key(exc: AuthenticationError) -> UsageError:
-    """Describe a 401 as a configuration error, without echoing the key."""
-    rid = f", request_id={exc.request_id}" if exc.request_id else ""
-    return UsageError(
-        f"the API rejected the key (HTTP {exc.status}{rid}): check {API_KEY_ENV} or --api-key-file"
-    )
+def _configure_logging(args: argparse.Namespace) -> None:
+    """With ``-v``, log every attempt (the SDK's DEBUG log) to stderr."""
+    if getattr(args, "verbose", False):
+        logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+        logging.getLogger("hostup_async").setLevel(logging.DEBUG)
 
 
 async def _one(args: argparse.Namespace, out: IO[str]) -> int:
     """``details`` and ``billing``: print one decoded object as pretty JSON."""
-    async with _client(args) as client:
+    try:
+        vmid = parse_one(args.vmid)
+    except VMIDSyntaxError as exc:
+        raise UsageError(str(exc)) from None
+    stats = RunStats()
+    async with _client(args, stats) as client:
         try:
             if args.command == "details":
-                obj: Any = await client.get_vm_details(args.vmid)
+                obj: Any = await client.get_vm_details(vmid, usage_log=args.usage_log)
             else:
-                obj = await client.get_billing_cycle(args.vmid)
+                obj = await client.get_billing_cycle(vmid)
         except AuthenticationError as exc:
             raise _rejected_key(exc) from None
         except (ConfigurationError, InvalidVMIDError):
             raise
         except HostUpError as exc:
-            line = json_encoder().encode({"error": error_object(exc)}).decode()
-            print(line, file=out)
-            print(f"hostup-async: {type(exc).__name__}: {exc}", file=sys.stderr)
+            wrong = _wrong_url(exc, stats, client.base_url)
+            if wrong is not None:
+                raise wrong from None
+            # One line on stderr; stdout stays empty, so `| jq` sees no half answer.
+            rid = getattr(exc, "request_id", None)
+            said = f"{getattr(exc, 'message', None) or exc}"
+            said += f" (request_id={rid})" if rid else ""
+            print(f"hostup-async: vm {vmid}: {error_text(exc)}: {said}", file=sys.stderr)
             return EXIT_FAILED
     raw = json_encoder(show_secrets=args.show_secrets).encode(python_names(obj))
     print(msgspec.json.format(raw, indent=2).decode(), file=out)
@@ -343,17 +496,31 @@ async def _bulk(
     show_progress: bool,
     write: Callable[[VMResult], None] | None = None,
 ) -> int:
-    """Stream results as JSON Lines with a progress display; return the exit code."""
-    encoder = json_encoder(show_secrets=args.show_secrets)
-    display = _progress_display(total, show_progress)
+    """Stream results to ``out`` in the chosen format, with a progress display; return the exit code.
+
+    On a terminal shared by the output and the progress display, lines are printed through
+    the display, above its bar, so the two never garble each other.
+    """
+    fmt = formatter(getattr(args, "format", "jsonl"), show_secrets=args.show_secrets)
+    shared = show_progress and out is sys.stdout and _isatty(out)
+    display = _progress_display(out if shared else sys.stderr, total) if show_progress else None
+
+    def emit(line: str) -> None:
+        """Write one output line where it belongs."""
+        if shared and display is not None:
+            display.write(line)
+        else:
+            out.write(line + "\n")
+
+    if write is None and (header := fmt.header()) is not None:
+        emit(header)
     with display if display is not None else nullcontext():
-        hook = display.update if display is not None else None
         stream = client.stream_vms(
             vmids,
             details=args.details,
             billing_cycle=args.billing,
             usage_log=args.usage_log,
-            progress=hook,
+            progress=display.update if display is not None else None,
         )
         # aclosing: leaving the loop early (a rejected key, a closed pipe) cancels what is in flight.
         async with aclosing(stream):
@@ -361,43 +528,52 @@ async def _bulk(
                 if isinstance(result.error, AuthenticationError):
                     # Every other VM would get the same 401: stop instead of sending the rest.
                     raise _rejected_key(result.error)
+                if result.error is not None:
+                    wrong = _wrong_url(result.error, stats, client.base_url)
+                    if wrong is not None:
+                        raise wrong
                 stats.add(result)
                 if write is not None:
                     write(result)
                 else:
-                    out.write(encoder.encode(result_object(result)).decode() + "\n")
+                    emit(fmt.line(result))
     return EXIT_OK if not stats.failures else EXIT_FAILED
 
 
 async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
-    """``fetch``: bulk-fetch VMs as JSON Lines, with progress and a closing summary."""
-    tokens = list(args.vmids)
-    if args.from_file is not None:
-        tokens += _tokens_from_file(args.from_file)
-    ranges, total = parse_vmids(tokens)
-    if not ranges:
-        raise UsageError("no vmids given: pass ids or ranges, or --from-file")
+    """``fetch``: bulk-fetch VMs, with progress and a closing summary."""
+    if not args.details and not args.billing:
+        raise UsageError("nothing to fetch: --no-details needs --billing")
+    parsed = _vmids(args)
     stats = RunStats()
-    options: dict[str, Any] = {"on_attempt": stats.on_attempt}
-    if args.concurrency is not None:
-        options["max_concurrency"] = args.concurrency
-    if args.rate is not None:
-        options["rate_limit"] = args.rate or None  # --rate 0: no client-side limit
-    client = _client(args, **options)
+    client = _client(
+        args,
+        stats,
+        max_concurrency=args.concurrency,
+        rate_limit=args.rate or None,  # --rate 0: no client-side limit
+    )
     # Opened only now, so a bad setting or vmid does not truncate an existing file.
     sink = _open_out(args.out) if args.out else nullcontext(out)
     with sink as target:
         async with client:
-            code = await _bulk(
-                client,
-                itertools.chain(*ranges),
-                total,
-                args,
-                target,
-                stats,
-                show_progress=sys.stderr.isatty() and not args.quiet,
-            )
-            print(stats.summary(client), file=sys.stderr)
+            try:
+                code = await _bulk(
+                    client,
+                    itertools.chain(*parsed.ranges),
+                    parsed.total,
+                    args,
+                    target,
+                    stats,
+                    show_progress=_isatty(sys.stderr) and not args.quiet and not args.verbose,
+                )
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                target.flush()
+                print(stats.summary(client, total=parsed.total), file=sys.stderr)
+                raise
+            summary = stats.summary(client)
+            if parsed.duplicates:
+                summary += f"\n{_plural(parsed.duplicates, 'duplicate vmid')} fetched once"
+            print(summary, file=sys.stderr)
     return code
 
 
@@ -406,7 +582,7 @@ def _open_out(path: str) -> AbstractContextManager[IO[str]]:
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot write --out {path}: {exc.strerror}") from None
 
 
 # The demo fleet: realistic trouble, small enough to finish in a few seconds.
@@ -468,7 +644,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
                 sent = sum(s.data_sent for s in vm.usage_log.values()) / 1e9
                 price = next((c.price for c in bc.cycles if c.is_current), Decimal(0))
                 print(
-                    f"  vm {result.vmid:>4}  {vm.hostname:<20} {vm.cpu} cores {vm.ram:g} GB  "
+                    f"  vm {result.vmid:>4}  {vm.hostname:<20} {_plural(vm.cpu, 'core')} {vm.ram:g} GB  "
                     f"{vm.vm_status:<8} {sent:7.1f} GB sent/{len(vm.usage_log)} h  "
                     f"{bc.current_name} {price} {vm.pricing.currency if vm.pricing else ''}",
                     file=out,
@@ -522,16 +698,24 @@ def _int_in(what: str, low: int, high: int | None = None) -> Callable[[str], int
     return parse
 
 
-def _rate(text: str) -> float:
-    """Parse ``--rate``: a finite number of requests per second, 0 for no client limit."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more: {text!r}")
-    return value
+def _number(low: float, *, zero: bool) -> Callable[[str], float]:
+    """Build an argparse type for a finite number above ``low`` (or equal to 0 when ``zero``)."""
 
+    def parse(text: str) -> float:
+        """Parse and check one value."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not zero):
+            least = "0 or more" if zero else "above 0"
+            raise argparse.ArgumentTypeError(f"must be a finite number, {least}: {text!r}")
+        return value
+
+    return parse
+
+
+_rate = _number(0, zero=True)
 
 _EPILOG = f"""\
 The API key is read from the {API_KEY_ENV} environment variable, or from --api-key-file;
@@ -540,7 +724,8 @@ it is never printed.
 exit codes:
   0    every VM fetched
   1    some VMs failed (their errors are in the output)
-  2    usage or configuration error: bad vmid or option, no key, a key the API rejects
+  2    usage or configuration error: bad vmid or option, no key, a key the API rejects,
+       no HostUp API at the base URL (nothing answers, or a bare 404 page)
   130  interrupted (Ctrl-C)
   141  stdout closed early (for example by `| head`)
 """
@@ -554,13 +739,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser for every subcommand."""
+def _common_options() -> _Parser:
+    """Build the options every command that calls the API shares."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--base-url",
-        default=os.environ.get("HOSTUP_BASE_URL", DEFAULT_BASE_URL),
-        help="API root (default: %(default)s)",
+        metavar="URL",
+        default=os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+        help=f"API root (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
     common.add_argument(
         "--api-key-file",
@@ -568,9 +754,34 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read the API key from FILE instead of ${API_KEY_ENV}",
     )
     common.add_argument(
+        "--timeout",
+        type=_number(0, zero=False),
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds allowed per attempt (default: %(default)g)",
+    )
+    common.add_argument(
+        "--max-retries",
+        type=_int_in("an integer", 0),
+        default=DEFAULT_MAX_RETRIES,
+        metavar="N",
+        help="retries after a failed attempt (default: %(default)s)",
+    )
+    common.add_argument(
         "--show-secrets", action="store_true", help="print VM passwords instead of **********"
     )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every HTTP attempt to stderr (instead of the progress bar)",
+    )
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every subcommand."""
+    common = _common_options()
     parser = _Parser(
         prog="hostup-async",
         description="Fetch HostUp VMs from the command line.",
@@ -580,22 +791,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hostup-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     hours = _int_in("a number of hours", 0)
+    no_usage_log = "leave out the hourly usage log (faster, much shorter)"
 
-    for name, what in (("details", "a VM's details"), ("billing", "a VM's billing cycle")):
-        p = sub.add_parser(name, parents=[common], help=f"print {what} as JSON")
-        p.add_argument("vmid", type=_int_in("a vmid", 1))
+    details = sub.add_parser("details", parents=[common], help="print a VM's details as JSON")
+    details.add_argument("vmid", metavar="VMID", help="the VM's id, such as 10415")
+    details.add_argument(
+        "--no-usage-log", dest="usage_log", action="store_false", help=no_usage_log
+    )
+    billing = sub.add_parser("billing", parents=[common], help="print a VM's billing cycle as JSON")
+    billing.add_argument("vmid", metavar="VMID", help="the VM's id, such as 10415")
 
     fetch = sub.add_parser(
         "fetch",
         parents=[common],
-        help="bulk-fetch VMs as JSON Lines",
+        help="bulk-fetch VMs as JSON Lines (or CSV, or a table)",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fetch.add_argument(
         "vmids", nargs="*", metavar="VMIDS", help="ids and ranges such as 7 100-200 or 1,2,5"
     )
-    fetch.add_argument("--from-file", metavar="F", help="read vmids from F (- for stdin)")
+    fetch.add_argument(
+        "--from-file", metavar="FILE", help="also read vmids from FILE (- for stdin)"
+    )
     fetch.add_argument("--billing", action="store_true", help="also fetch billing cycles")
     fetch.add_argument(
         "--no-details",
@@ -603,28 +821,44 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip details (use with --billing)",
     )
-    fetch.add_argument(
-        "--no-usage-log",
-        dest="usage_log",
-        action="store_false",
-        help="skip decoding usage logs (faster)",
-    )
+    fetch.add_argument("--no-usage-log", dest="usage_log", action="store_false", help=no_usage_log)
     fetch.add_argument(
         "--concurrency",
         type=_int_in("an integer", 1, MAX_CONCURRENCY_LIMIT),
-        help="requests in flight",
+        default=DEFAULT_MAX_CONCURRENCY,
+        metavar="N",
+        help="requests in flight (default: %(default)s)",
     )
-    fetch.add_argument("--rate", type=_rate, help="requests per second (0: no client limit)")
-    fetch.add_argument("--out", metavar="FILE", help="write JSON Lines to FILE")
+    fetch.add_argument(
+        "--rate",
+        type=_rate,
+        default=DEFAULT_RATE_LIMIT,
+        metavar="R",
+        help="requests per second; 0: no client-side limit (default: %(default)g)",
+    )
+    fetch.add_argument(
+        "-o",
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        metavar="FORMAT",
+        help="jsonl (JSON Lines, for programs), csv, or table (for people); default: %(default)s",
+    )
+    fetch.add_argument("--out", metavar="FILE", help="write the output to FILE")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="bulk-fetch from an embedded fake server (no key needed)")
-    demo.add_argument("--hours", type=hours, default=24, help="usage-log hours per VM")
+    demo.add_argument(
+        "--hours", type=hours, default=24, help="usage-log hours per VM (default: %(default)s)"
+    )
     demo.set_defaults(show_secrets=False)
 
     serve = sub.add_parser("serve-fake", help="run the fake HostUp API on loopback")
     serve.add_argument(
-        "--port", type=_int_in("a port", 0, 65535), default=8080, help="0 picks a free port"
+        "--port",
+        type=_int_in("a port", 0, 65535),
+        default=8080,
+        help="0 picks a free port (default: %(default)s)",
     )
     serve.add_argument(
         "--api-key",
@@ -635,7 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-limit", type=_int_in("an integer", 1), help="hidden rate limit in requests/s"
     )
-    serve.add_argument("--hours", type=hours, default=24, help="usage-log hours per VM")
+    serve.add_argument(
+        "--hours", type=hours, default=24, help="usage-log hours per VM (default: %(default)s)"
+    )
+    parser.set_defaults(subparsers=sub.choices)
     return parser
 
 
@@ -651,7 +888,11 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Point at the command's own help, where its options are listed.
+        args.subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args)
     try:
         code = asyncio.run(_COMMANDS[args.command](args, sys.stdout))
         sys.stdout.flush()  # a closed pipe shows up here, not at exit as an ignored exception

@@ -59,7 +59,7 @@ async def test_a_callers_session_sends_our_headers_over_its_own(fake: FakeHostUp
     headers = fake.stats.recent[-1].headers
     assert headers["X-API-Key"] == "<valid>"
     assert headers["Accept"] == "application/json"
-    assert headers["User-Agent"] == f"hostup-async/{__version__}"
+    assert headers["User-Agent"] == f"their-app/2 hostup-async/{__version__}"  # theirs kept
     assert headers["X-Trace"] == "abc"  # the session's other defaults still go out
 
 

@@ -262,7 +262,7 @@ def test_fenced_examples_in_docstrings_compile() -> None:
 
 
 def bench_hook() -> ModuleType:
-    path = DOCS / "_hooks" / "benchmarks.py"
+    path = DOCS / "_hooks" / "benchmark_results.py"
     spec = importlib.util.spec_from_file_location("bench_hook", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -275,67 +275,54 @@ def test_benchmarks_page_has_the_marker_the_hook_fills() -> None:
 
 
 def test_benchmarks_hook_renders_machine_targets_and_chart() -> None:
+    memory = {
+        "hours": 720,
+        "ratio": 1.203,
+        "runs": {
+            str(n): {
+                "n": n,
+                "ok": n,
+                "peak_rss_kib": kib,
+                "baseline_rss_kib": 40960,
+                "seconds": 2.0,
+            }
+            for n, kib in ((2000, 51200), (20000, 61594))
+        },
+        "measured": {"at": "2026-01-02T03:04:05+00:00", "git": "abc1234"},
+    }
     results = {
-        "updated": "2026-01-02T03:04:05+00:00",
-        "machine": {"cpu": "Test CPU", "logical_cores": 2, "python": "3.11.7", "git": "abc"},
-        "targets": [
-            {"target": "t1", "value": 0.5, "limit": 1.0, "kind": "<=", "holds": True},
-            {"target": "t2", "value": 1.203, "limit": 1.15, "kind": "<=", "holds": False},
-        ],
-        "benchmarks": {"decode": {"cases": "not what the hook expects"}},
+        "machine": {"cpu": "Test CPU", "logical_cores": 2, "python": "3.11.7"},
+        "benchmarks": {
+            "memory": memory,
+            "decode": {"cases": "not what the module reads"},
+            "retired": {"runs": {}},
+        },
     }
     text = bench_hook().render(results, chart=True)
-    assert "Measured 2026-01-02 on Test CPU, 2 logical cores, Python 3.11.7" in text
-    assert "**1 of 2 targets hold; 1 do not**" in text
-    assert "| t1 | 0.500 | <= 1 | yes |" in text
-    assert "| t2 | 1.203 | <= 1.15 | **NO** |" in text  # three decimals: never a passing 1.2
+    assert "Measured on Test CPU, 2 logical cores, Python 3.11.7" in text
+    # The targets come from the benchmark's own TARGETS, evaluated over its figures.
+    assert "**0 of 1 targets hold; 1 do not**" in text
+    assert "| memory: peak RSS 20k / 2k VMs | 1.203 | <= 1.15 | **NO** |" in text
     assert "](img/benchmark-targets.png)" in text
-    assert "### " not in text  # the unreadable decode part is left out, not a broken table
+    # The memory section is the module's own table; the unreadable decode part and a
+    # benchmark with no module are left out, not broken tables.
+    assert "*Measured 2026-01-02 at commit `abc1234`.*" in text
+    assert "| 20,000 VMs | 60.2 | 20.2 | 2.0 |" in text
+    assert text.count("\n### ") == 1
     assert "nox -s bench" in bench_hook().render(None, chart=False)
 
 
-def test_benchmarks_hook_renders_every_benchmark() -> None:
-    client = {
-        "requests_per_s": 6618.9,
-        "client_cpu_us_per_request": 146.2,
-        "server_cpu_share": 0.868,
-        "throughput_vs_bare": 0.826,
-        "cpu_vs_bare": 1.203,
-    }
-    results = {
-        "targets": [{"target": "t", "value": 1.0, "limit": 1.0, "kind": "<=", "holds": True}],
-        "benchmarks": {
-            "fanout": {
-                "concurrency": 16,
-                "rounds": 3,
-                "cases": {
-                    "24h": {"requests": 3000, "server_bound": True, "clients": {"sdk": client}}
-                },
-            },
-            "rate": {
-                "runs": {
-                    "20": {
-                        "rate": 20.0,
-                        "requests": 260,
-                        "burst_requests": 22,
-                        "max_in_any_1s_window_after_burst": 21,
-                        "achieved_rate": 20.001,
-                        "achieved_fraction": 1.0001,
-                    }
-                }
-            },
-            "adaptive_rate": {"runs": {"a": {"lowered": 2, "final_rate": 9.5, "log": [1, 2]}}},
-        },
-    }
-    text = bench_hook().render(results, chart=False)
-    assert "All 1 targets hold." in text
-    assert "### Fan-out" in text and "the fake server was the bottleneck" in text
-    assert "| sdk | 6,619 | 146 | 0.826 | 1.203 | 87% |" in text
-    assert "### Rate accuracy" in text
-    assert "| 20 | 260 | 22 | 21 | 20 | 1.000 |" in text
-    # A benchmark the hook has no layout for still gets a table of its scalar figures.
-    assert "### Adaptive rate" in text
-    assert "| case | lowered | final rate |" in text and "| a | 2 | 9.5 |" in text
+def test_benchmark_targets_reach_every_case_a_wildcard_names() -> None:
+    targets = bench_hook().benchmarks._targets
+    target = targets.Target("R={}: share", ("runs", "*", "share"), "<=", 1.0)
+    rows = targets.evaluate(
+        [target], {"runs": {"20": {"share": 0.5}, "100": {"share": 1.5}, "x": {"other": 1}}}
+    )
+    assert [(r["target"], r["holds"]) for r in rows] == [
+        ("R=20: share", True),
+        ("R=100: share", False),
+    ]
+    assert targets.evaluate([target], {"runs": "not a mapping"}) == []
 
 
 def test_benchmarks_hook_renders_the_latest_results_if_any() -> None:
@@ -345,9 +332,16 @@ def test_benchmarks_hook_renders_the_latest_results_if_any() -> None:
         assert "No results yet" in hook.render(None, chart=False)
         return
     text = hook.render(results, chart=False)
-    # Every benchmark in the file gets its section, and every target its honest verdict.
-    assert text.count("\n### ") == len(results.get("benchmarks", {}))
-    for target in results.get("targets", []):
+    bench = results["benchmarks"]
+    # Every benchmark in the file gets its section, every target reaches a figure (a
+    # renamed key would silently drop it), and the page's verdicts are the run's: the file
+    # was re-reported after the targets last changed (`python -m benchmarks --report`).
+    assert text.count("\n### ") == len(bench)
+    for name, figures in bench.items():
+        for target in hook.benchmarks.load(name).TARGETS:
+            assert hook.benchmarks._targets.evaluate([target], figures), target.name
+    assert hook._report.targets(bench) == results["targets"]
+    for target in results["targets"]:
         verdict = "yes" if target["holds"] else "**NO**"
         assert re.search(
             rf"^\| {re.escape(target['target'])} \|.*\| {re.escape(verdict)} \|$", text, re.M

@@ -41,7 +41,7 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"base_url": "cloud.hostup.se/api"}, ConfigurationError, "http"),
     ({"base_url": "http://"}, ConfigurationError, "http"),
     ({"base_url": "http://a.example/\r\nHost: evil"}, ConfigurationError, "base_url"),
-    ({"base_url": None}, TypeError, "base_url"),
+    ({"base_url": b"https://x.example/api"}, TypeError, "base_url"),  # None: $HOSTUP_BASE_URL
     ({"base_url": "https://user:pw@x.example/api"}, ConfigurationError, "credentials"),
     ({"base_url": "https://x.example/api?v=1"}, ConfigurationError, "query"),
     ({"base_url": "https://x.example/api#top"}, ConfigurationError, "fragment"),

@@ -85,3 +85,46 @@ def test_plugin_in_a_users_project(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*keyword arguments only*"])
+
+
+USES_FIXTURES = """
+import pytest
+
+async def test_unmarked(hostup_client):
+    assert (await hostup_client.get_vm_details(1)).hostname == "vm1.example.net"
+
+@pytest.mark.asyncio
+async def test_marked(hostup_client):
+    assert (await hostup_client.get_vm_details(2)).hostname == "vm2.example.net"
+"""
+
+
+def test_strict_mode_says_how_to_run_an_unmarked_async_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(USES_FIXTURES)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ['*test_unmarked is an async test using the hostup_client fixture*asyncio_mode = "auto"*']
+    )
+    result.stdout.no_fnmatch_line("*not natively supported*")
+
+
+def test_without_pytest_asyncio_the_fixtures_say_what_to_install(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(USES_FIXTURES)
+    # As if pytest-asyncio were not installed: its plugin is not loaded.
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*the hostup_client fixture needs pytest-asyncio*"])
+    assert "pip install 'hostup-async[test]'" in result.stdout.str()
+    result.stdout.no_fnmatch_line("*fixture 'hostup_client' not found*")
+
+
+def test_fixture_api_key_is_importable_from_testing() -> None:
+    from hostup_async.testing import FIXTURE_API_KEY as from_testing
+
+    assert from_testing == FIXTURE_API_KEY

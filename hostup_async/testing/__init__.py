@@ -15,6 +15,7 @@ async with FakeHostUp(faults=plan, rate_limit=100) as fake:
 ```
 """
 
+from ._data import FIXTURE_API_KEY
 from ._faults import (
     PERMANENT_KINDS,
     TRANSIENT_KINDS,
@@ -27,6 +28,7 @@ from ._faults import (
 from ._server import FakeHostUp, FakeStats, RecordedRequest
 
 __all__ = [
+    "FIXTURE_API_KEY",
     "PERMANENT_KINDS",
     "TRANSIENT_KINDS",
     "Fault",

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "FIXTURE_API_KEY",
     "billing_cycle_data",
     "new_request_id",
     "now_stamp",
@@ -28,6 +29,9 @@ _PLANS = (
     ("VPS XL", 8, 16, 320, "300.00", "2880.00"),
 )
 _LOG_VARIANTS = 8
+
+FIXTURE_API_KEY = "hostup-fixture-key"
+"""The key the pytest fixtures' server accepts and their client sends."""
 
 
 def new_request_id() -> str:

@@ -1,6 +1,6 @@
 """Run FakeHostUp on a loopback port in its own process, for the network benchmarks.
 
-Usage: ``python benchmarks/fake_server.py [--hours H] [--port P] [--key K]``. It prints one
+Usage: ``python -m benchmarks._server [--hours H] [--port P] [--key K]``. It prints one
 line, ``URL <base url>``, once serving, and stops when its standard input closes (so it
 never outlives the benchmark that started it) or on SIGTERM/SIGINT.
 
@@ -18,11 +18,8 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from aiohttp import web
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hostup_async.testing import FakeHostUp
 

@@ -1,0 +1,145 @@
+"""What every benchmark shares: the fake server's process, the machine's description, tables.
+
+A benchmark module uses these and nothing else from the package; it never prints or saves
+by itself (``_report`` does both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("hostup-async", "msgspec", "aiohttp", "aiolimiter", "orjson", "pydantic", "httpx")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a benchmark's figures, already formatted: printed by the run, shown by the docs."""
+
+    title: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    note: str = ""
+
+
+def print_table(t: Table) -> None:
+    """Print a table aligned: the first column left, the others right."""
+    cells = [[str(c) for c in row] for row in [t.header, *t.rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(t.header))]
+    print(f"\n## {t.title}")
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    if t.note:
+        print(t.note)
+    sys.stdout.flush()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, Python and package versions, and the git commit."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:  # psutil is in the bench group; the docs build may lack it
+        physical = None
+    packages: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "git": git_state(),
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": packages,
+    }
+
+
+def git_state() -> str | None:
+    """The commit the figures were measured at, marked ``+dirty`` when the package had changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "hostup_async"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+@contextmanager
+def fake_server(hours: int) -> Iterator[str]:
+    """Run the fake server (``benchmarks._server``) in its own process; yield its base URL.
+
+    Its own process, so its CPU is not the client's and the two share the machine's cores
+    as a real client and server would not: the figures are ratios for that reason.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._server", "--hours", str(hours)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("URL "):
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()  # the server stops when its stdin closes
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def server_route(url: str, route: str, method: str = "GET") -> Any:
+    """Call one of the fake server's ``/_bench/`` routes; return its decoded JSON."""
+    req = urllib.request.Request(url.removesuffix("/api") + "/_bench/" + route, method=method)
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+
+
+def server_cpu(url: str) -> float:
+    """CPU seconds the fake server process has used so far."""
+    return float(server_route(url, "cpu")["cpu"])

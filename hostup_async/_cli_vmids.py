@@ -1,0 +1,84 @@
+"""The command line's vmid syntax: ASCII ids and ranges separated by commas, duplicates once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+__all__ = ["MAX_VMID", "ParsedVMIDs", "VMIDSyntaxError", "merge", "parse_one", "parse_token"]
+
+#: Largest vmid the command line sends: the API's ids are 64-bit integers at most, and a
+#: longer run of digits is a typo, not an id.
+MAX_VMID = 2**63 - 1
+
+# re.ASCII: \d would also match full-width and other Unicode digits, which int() accepts.
+_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
+
+_SYNTAX = "use ids such as 7 and ranges such as 100-200, separated by commas"
+
+
+class VMIDSyntaxError(ValueError):
+    """A vmid, range or list the command line cannot read; its text is a one-line message."""
+
+
+class ParsedVMIDs(NamedTuple):
+    """The distinct vmids asked for, as ascending disjoint ranges."""
+
+    ranges: list[range]
+    """Disjoint ranges in ascending order (ranges stay lazy, however large)."""
+    total: int
+    """Number of distinct vmids."""
+    duplicates: int
+    """Ids given more than once (each is fetched once)."""
+
+
+def parse_one(text: str) -> int:
+    """Parse a single vmid, worded like the items of a list."""
+    item = parse_token(text)
+    if len(item) != 1 or len(item[0]) != 1:
+        raise VMIDSyntaxError(f"expected one vmid, got {text!r}")
+    return item[0].start
+
+
+def parse_token(token: str) -> list[range]:
+    """Parse one token such as ``7``, ``100-200`` or ``1,2,5-9`` into ranges."""
+    if not token:
+        raise VMIDSyntaxError(f"empty vmid: {_SYNTAX}")
+    return [_parse_item(item, token) for item in token.split(",")]
+
+
+def _parse_item(item: str, token: str) -> range:
+    """Parse one comma-separated item of ``token``."""
+    if not item:
+        raise VMIDSyntaxError(f"empty item in {token!r}: {_SYNTAX}")
+    match = _ITEM.fullmatch(item)
+    if match is None:
+        raise VMIDSyntaxError(f"not a vmid or range: {item!r}: {_SYNTAX}")
+    first, last = match.group(1), match.group(2)
+    for digits in (first, last):
+        # Checked on the text, so a thousand-digit "id" is refused before int() parses it.
+        if digits is not None and (len(digits) > 19 or int(digits) > MAX_VMID):
+            raise VMIDSyntaxError(f"vmid too large: {digits[:24]!r}")
+    low = int(first)
+    high = int(last) if last is not None else low
+    if low < 1:
+        raise VMIDSyntaxError(f"vmids start at 1: {item!r}")
+    if high < low:
+        raise VMIDSyntaxError(f"range {item!r} runs backwards: write {high}-{low}")
+    return range(low, high + 1)
+
+
+def merge(ranges: Iterable[range]) -> ParsedVMIDs:
+    """Merge ranges into ascending disjoint ones, counting the ids given more than once."""
+    given = 0
+    merged: list[range] = []
+    for r in sorted(ranges, key=lambda r: r.start):
+        given += len(r)
+        if merged and r.start <= merged[-1].stop:
+            if r.stop > merged[-1].stop:
+                merged[-1] = range(merged[-1].start, r.stop)
+        else:
+            merged.append(r)
+    total = sum(len(r) for r in merged)
+    return ParsedVMIDs(merged, total, given - total)
