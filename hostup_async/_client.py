@@ -191,17 +191,17 @@ class HostUpClient:
     async def aclose(self) -> None:
         """Close the session this client opened (never a caller's own); safe to call twice.
 
-        Called from another event loop than the client's, it closes the client in its own
-        loop when that loop runs in another thread; when that loop has stopped, its
-        connections cannot be closed from here, and this raises ``RuntimeError`` saying so.
+        Called from another event loop than the client's while that loop runs in another
+        thread, it closes the client there: only that loop can close its connections.
         """
         owner = self._loop
         if (
             owner is not None
             and self._transport is not None
             and owner is not asyncio.get_running_loop()
+            and owner.is_running()
         ):
-            await self._aclose_in(owner)
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
             return
         self._closed = True
         transport, self._transport = self._transport, None
@@ -210,18 +210,6 @@ class HostUpClient:
         session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()
-
-    async def _aclose_in(self, owner: asyncio.AbstractEventLoop) -> None:
-        """Close the client in the loop that owns its connections, the only one that can."""
-        if owner.is_running() and not owner.is_closed():
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
-            return
-        self._closed = True
-        raise RuntimeError(
-            "this HostUpClient's event loop has stopped, so its connections cannot be closed "
-            "from another loop: close the client inside the loop it was used in "
-            "(async with HostUpClient(...))"
-        )
 
     def _open(self) -> Transport:
         """Return the transport, opening the session in the running loop on first use."""

@@ -3,7 +3,7 @@
 ```
 HostUpError
 ├── ConfigurationError          a client option or the API key is unusable (also a ValueError)
-├── InvalidVMIDError            a vmid below 1 (also a ValueError)
+├── InvalidVMIDError            a vmid below 1 or above 2**63 - 1 (also a ValueError)
 │   └── InvalidVMIDTypeError    a vmid that is not an int (also a TypeError)
 ├── ClientClosedError           the client was closed (also a RuntimeError)
 ├── APIError                    any non-2xx answer, or a 2xx with success: false
@@ -70,7 +70,7 @@ class ConfigurationError(HostUpError, ValueError):
 
 
 class InvalidVMIDError(HostUpError, ValueError):
-    """A vmid is not a positive integer; raised before any request is sent."""
+    """A vmid is not an integer from 1 to 2**63 - 1; raised before any request is sent."""
 
 
 class InvalidVMIDTypeError(InvalidVMIDError, TypeError):
