@@ -178,6 +178,20 @@ async def test_nothing_listening_exits_2_naming_the_url(command: Sequence[str]) 
     )
 
 
+async def test_a_dead_url_stops_at_the_first_attempts_not_after_every_retry() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/api"
+    code, out, err = await run_cli(
+        "fetch", "1-300", "--rate", "0", "--max-retries", "5", "-v", "--base-url", url
+    )
+    assert code == 2 and out == ""
+    assert err.endswith(
+        f"cannot connect to {url}: check --base-url (or $HOSTUP_BASE_URL) and that the server is up\n"
+    )
+    # -v logs every attempt: a few, not the first VMs' full retries (10 slots x 6 tries).
+    attempts = err.count("GET /vm/")
+    assert 3 <= attempts <= 30, err
+
+
 @pytest.mark.parametrize("command", [("fetch", "1-300"), ("details", "5"), ("billing", "5")])
 async def test_a_bare_404_page_exits_2_pointing_at_the_path(
     fake: FakeHostUp, command: Sequence[str]
