@@ -16,21 +16,37 @@ from collections.abc import (
     Iterator,
     Sized,
 )
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
+from ._events import ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError, HostUpError
 from ._models import BillingCycle, VMDetails
 from ._validate import check_vmid
-
-if TYPE_CHECKING:
-    from ._client import HostUpClient
 
 __all__ = ["BulkProgress", "ProgressHook", "VMIds", "VMResult", "fetch_vms", "stream_vms"]
 
 #: What the bulk calls accept: any iterable or async iterable of vmids, even an endless one.
 VMIds = Iterable[Any] | AsyncIterable[Any]
+
+
+class FanOutClient(Protocol):
+    """What the fan-out uses of a client (``HostUpClient`` is one): its two calls, its cap, its totals."""
+
+    max_concurrency: int
+    stats: ClientStats
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client was closed."""
+
+    async def get_vm_details(self, vmid: int, *, usage_log: bool = ...) -> VMDetails:
+        """Fetch one VM's details."""
+
+    async def get_billing_cycle(self, vmid: int) -> BillingCycle:
+        """Fetch one VM's billing cycle."""
+
 
 # Items pulled ahead of the consumer per slot of max_concurrency: enough to keep every
 # slot busy while results wait to be taken, small enough that memory stays flat.
@@ -119,7 +135,7 @@ ProgressHook = Callable[[BulkProgress], None]
 
 
 def stream_vms(
-    client: HostUpClient,
+    client: FanOutClient,
     vmids: VMIds,
     *,
     details: bool,
@@ -141,7 +157,7 @@ def stream_vms(
 
 
 async def fetch_vms(
-    client: HostUpClient,
+    client: FanOutClient,
     vmids: VMIds,
     *,
     details: bool,
@@ -319,7 +335,7 @@ class _Workers:
 
 
 async def _fan_out(
-    client: HostUpClient,
+    client: FanOutClient,
     vmids: VMIds,
     details: bool,
     billing_cycle: bool,
@@ -381,7 +397,7 @@ async def _fan_out(
 
 
 async def _fetch_one(
-    client: HostUpClient,
+    client: FanOutClient,
     details: bool,
     billing_cycle: bool,
     usage_log: bool,

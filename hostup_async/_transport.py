@@ -10,7 +10,7 @@ from logging import DEBUG
 from typing import TypeVar
 
 import aiohttp
-from yarl import URL  # aiohttp's own URL type, installed with every aiohttp
+from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
 
 from ._answer import Answer as _Answer
 from ._answer import interpret, read_body
@@ -120,7 +120,9 @@ class Transport:
                 self._budget.on_success(spent)
                 if attempt > 1 or self._on_attempt is not None or logger.isEnabledFor(DEBUG):
                     request_id = getattr(result, "request_id", None)
-                    self._report(path, attempt, answer, None, request_id, started, None)
+                    self._report(
+                        path, attempt=attempt, answer=answer, started=started, request_id=request_id
+                    )
                 return result
 
             if answer is not None and answer.status == 429 and isinstance(error, RateLimitError):
@@ -137,14 +139,21 @@ class Transport:
                     else self._budget.retry_cost
                 )
                 if not self._budget.try_spend(cost):
-                    self._report(path, attempt, answer, error, None, started, None)
+                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
                     raise RetryBudgetExhaustedError(
                         "retries suspended: too many recent calls failed; "
                         f"the last attempt failed with: {error}",
                         last_error=error,
                     ) from error
                 spent += cost
-            self._report(path, attempt, answer, error, None, started, retry_in)
+            self._report(
+                path,
+                attempt=attempt,
+                answer=answer,
+                started=started,
+                error=error,
+                retry_in=retry_in,
+            )
             if retry_in is None:
                 raise error
             await self._nap(retry_in)
@@ -237,12 +246,13 @@ class Transport:
     def _report(
         self,
         path: str,
+        *,
         attempt: int,
         answer: _Answer | None,
-        error: HostUpError | None,
-        request_id: str | None,
         started: float,
-        retry_in: float | None,
+        error: HostUpError | None = None,
+        request_id: str | None = None,
+        retry_in: float | None = None,
     ) -> None:
         """Log the attempt at DEBUG, count it, and call the caller's hooks."""
         if attempt > 1:

@@ -245,8 +245,9 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     """Return the ``q`` quantile of already sorted values (nearest rank), 0 when empty."""
     if not sorted_values:
         return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
+    # The nearest rank is ceil(q * n); rounded first so that 0.95 * 20 is rank 19, not 20.
+    rank = math.ceil(round(q * len(sorted_values), 9))
+    return sorted_values[min(len(sorted_values), max(1, rank)) - 1]
 
 
 # -- failing fast on a wrong URL ----------------------------------------------------------
@@ -395,6 +396,7 @@ class _RichProgress:
             expand=True,
         )
         self._task = self._progress.add_task("fetch", total=total, detail="")
+        self._refreshed = 0.0
 
     def update(self, p: BulkProgress) -> None:
         """Move the bar to the latest counts."""
@@ -402,6 +404,12 @@ class _RichProgress:
 
     def write(self, line: str) -> None:
         """Print an output line above the bar (rich moves the bar below it)."""
+        # Rich redraws the bar under the line from its last refresh: refresh it first (at
+        # most twenty times a second), so the count under the lines is current.
+        now = time.monotonic()
+        if now - self._refreshed >= 0.05:
+            self._refreshed = now
+            self._progress.refresh()
         self._progress.console.out(line, highlight=False)
 
     def __enter__(self) -> _RichProgress:
@@ -529,11 +537,27 @@ async def _one(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+@dataclass(frozen=True)
+class _BulkOptions:
+    """What a bulk run fetches and how it writes it: ``fetch``'s options, or the demo's own."""
+
+    details: bool = True
+    billing: bool = True
+    usage_log: bool = True
+    output_format: str = "jsonl"
+    show_secrets: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> _BulkOptions:
+        """The options ``fetch`` was given."""
+        return cls(args.details, args.billing, args.usage_log, args.format, args.show_secrets)
+
+
 async def _bulk(
     client: HostUpClient,
     vmids: Iterable[int],
     total: int,
-    args: argparse.Namespace,
+    options: _BulkOptions,
     out: IO[str],
     stats: RunStats,
     show_progress: bool,
@@ -544,7 +568,7 @@ async def _bulk(
     On a terminal shared by the output and the progress display, lines are printed through
     the display, above its bar, so the two never garble each other.
     """
-    fmt = formatter(getattr(args, "format", "jsonl"), show_secrets=args.show_secrets)
+    fmt = formatter(options.output_format, show_secrets=options.show_secrets)
     shared = show_progress and out is sys.stdout and _isatty(out)
     display = _progress_display(out if shared else sys.stderr, total) if show_progress else None
 
@@ -560,9 +584,9 @@ async def _bulk(
     with display if display is not None else nullcontext():
         stream = client.stream_vms(
             vmids,
-            details=args.details,
-            billing_cycle=args.billing,
-            usage_log=args.usage_log,
+            details=options.details,
+            billing_cycle=options.billing,
+            usage_log=options.usage_log,
             progress=display.update if display is not None else None,
         )
         # aclosing: leaving the loop early (a rejected key, a closed pipe) cancels what is in flight.
@@ -604,7 +628,7 @@ async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
                     client,
                     itertools.chain(*parsed.ranges),
                     parsed.total,
-                    args,
+                    _BulkOptions.from_args(args),
                     target,
                     stats,
                     show_progress=_isatty(sys.stderr) and not args.quiet and not args.verbose,
@@ -671,12 +695,11 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
             max_concurrency=16,
             on_attempt=stats.on_attempt,
         ) as client:
-            args.details, args.billing, args.usage_log = True, True, True
             await _bulk(
                 client,
                 range(1, _DEMO_FLEET + 1),
                 _DEMO_FLEET,
-                args,
+                _BulkOptions(),  # details, billing cycles and usage logs; secrets masked
                 out,
                 stats,
                 show_progress=sys.stderr.isatty(),
@@ -895,7 +918,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--hours", type=hours, default=24, help="usage-log hours per VM (default: %(default)s)"
     )
-    demo.set_defaults(show_secrets=False)
 
     serve = sub.add_parser("serve-fake", help="run the fake HostUp API on loopback")
     serve.add_argument(

@@ -1,15 +1,77 @@
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import aiohttp
+import msgspec
 import pytest
 
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
 
 API_KEY = "test-key-5f1c9a"
+# Where the fake server's own tasks (request handlers, the accept loop) run their code: the
+# fake shares the test's event loop, and its tasks are not the client's.
+_SERVER_SIDE = ("aiohttp/web_", "asyncio/selector_events")
+
+
+def client_tasks() -> set[asyncio.Task[Any]]:
+    """Unfinished tasks other than the running one, leaving out the fake server's: the client's leaks."""
+    current = asyncio.current_task()
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if t is not current
+        and not t.done()
+        and not any(
+            part in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")
+            for part in _SERVER_SIDE
+        )
+    }
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, looking again every few milliseconds.
+
+    A wait for a state, not a measure of time: a busy machine makes it slower, never
+    failing; ``timeout`` only ends a test whose condition never comes (a bug, or a hang).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # in the caller's task: a condition may look at the current task
+        if loop.time() > deadline:
+            raise TimeoutError(f"still not so after {timeout:g} s")
+        await asyncio.sleep(0.005)
+
+
+@functools.cache
+def _served(path: str) -> bytes:
+    async def fetch() -> bytes:
+        async with FakeHostUp(api_key=API_KEY, usage_log_hours=3) as fake:
+            async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as session:
+                async with session.get(fake.url + path) as response:
+                    assert response.status == 200, path
+                    return await response.read()
+
+    # A loop of its own in a thread: callable from a test's running loop as well.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fetch()).result()
+
+
+def api_data(path: str) -> dict[str, Any]:
+    """A fresh copy of the ``data`` the fake server answers ``path`` with, fetched over HTTP.
+
+    Realistic API data through the fake's public surface (its HTTP API) rather than its
+    private generators; deterministic per path, and fetched once per test run.
+    """
+    data: dict[str, Any] = msgspec.json.decode(_served(path))["data"]
+    return data
 
 
 @pytest.fixture(autouse=True)

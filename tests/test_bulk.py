@@ -20,21 +20,7 @@ from hostup_async import (
 )
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY
-
-
-def client_tasks() -> set[asyncio.Task[Any]]:
-    """Tasks left by the client side; the fake server's handler and accept tasks don't count."""
-    server_side = ("aiohttp/web_", "asyncio/selector_events")
-    return {
-        t
-        for t in asyncio.all_tasks()
-        if t is not asyncio.current_task()
-        and not any(
-            part in t.get_coro().cr_code.co_filename  # type: ignore[union-attr]
-            for part in server_side
-        )
-    }
+from .conftest import API_KEY, client_tasks, eventually
 
 
 async def test_fetch_vms_returns_one_result_per_input_in_order(client: HostUpClient) -> None:
@@ -73,7 +59,7 @@ async def test_usage_log_false_reaches_the_bulk_path(client: HostUpClient) -> No
 
 
 async def test_stream_unordered_yields_in_completion_order(fake: FakeHostUp) -> None:
-    fake.inject(Fault.slow(0.3), vmid=1)
+    fake.inject(Fault.slow(1.0), vmid=1)  # the others take milliseconds, even on a busy machine
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
         results = [r async for r in client.stream_vms([1, 2, 3, 4])]
     seen = [r.vmid for r in results]
@@ -119,14 +105,12 @@ async def test_endless_input_broken_after_n_stays_bounded(
         n += 1
         if n == 100:
             break
-    await asyncio.sleep(0.05)  # let the finalizer close the stream and in-flight requests land
+    # The loop's async-generator finalizer closes the abandoned stream: once it has, no
+    # task of the client is left, so nothing more can be sent.
+    await eventually(lambda: not client_tasks())
     window = client.max_concurrency * 2
     assert pulled <= n + window
     assert fake.stats.requests <= n + window
-    assert not client_tasks()
-    settled = fake.stats.requests
-    await asyncio.sleep(0.2)
-    assert fake.stats.requests == settled, "nothing is sent after the stream is closed"
 
 
 async def test_async_iterable_input(client: HostUpClient) -> None:
@@ -193,8 +177,13 @@ async def test_a_slow_reader_holds_at_most_the_window(fake: FakeHostUp) -> None:
     ) as client:
         stream = client.stream_vms(itertools.count(1))
         await stream.__anext__()
-        await asyncio.sleep(0.3)  # the reader dawdles; the workers must stop at the window
-        assert fake.stats.requests == 1 + 2 * client.max_concurrency
+        # The reader dawdles: the workers fill the window, every answer arrives, and then
+        # they must stop. (A wait for that state; the pause after it gives a worker that
+        # wrongly went on the time to show it, and cannot make a correct one fail.)
+        window = 2 * client.max_concurrency
+        await eventually(lambda: fake.stats.requests >= 1 + window and not fake.stats.in_flight)
+        await asyncio.sleep(0.1)
+        assert fake.stats.requests == 1 + window
         await stream.aclose()
 
 
@@ -203,8 +192,7 @@ async def test_aclose_cancels_requests_in_flight(fake: FakeHostUp) -> None:
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
         stream = client.stream_vms(range(1, 1000))
         consumer = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.2)
-        assert fake.stats.in_flight == client.max_concurrency
+        await eventually(lambda: fake.stats.in_flight == client.max_concurrency)
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
@@ -216,17 +204,19 @@ async def test_cancelling_the_consuming_task_leaves_nothing_behind(fake: FakeHos
     fake.latency = 0.05
     async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
         got: list[VMResult] = []
+        some = asyncio.Event()
 
         async def consume() -> None:
             async for r in client.stream_vms(itertools.count(1)):
                 got.append(r)
+                if len(got) == 3:
+                    some.set()
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(some.wait(), timeout=10)  # mid-stream, requests in flight
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert got
         assert not client_tasks()
 
 
@@ -299,18 +289,21 @@ async def test_an_async_source_gets_results_while_it_waits() -> None:
 async def test_a_slow_async_source_does_not_hold_results_back() -> None:
     async with FakeHostUp(api_key=API_KEY) as fake:
         async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
-            pulled = 0
+            first_seen = asyncio.Event()
 
-            async def slow_ids() -> AsyncIterator[int]:
-                nonlocal pulled
-                for vmid in range(1, 4):
-                    pulled += 1
-                    yield vmid
-                    await asyncio.sleep(0.2)
+            async def stalling_ids() -> AsyncIterator[int]:
+                yield 1
+                # The source has nothing more until a result comes through: a stream that
+                # held results back for the source would never finish (the guard fails it).
+                await first_seen.wait()
+                yield 2
 
-            first_seen_after = None
-            async for result in client.stream_vms(slow_ids()):
-                if first_seen_after is None:
-                    first_seen_after = pulled
-                assert result.ok
-    assert first_seen_after is not None and first_seen_after < 3
+            async def read() -> list[int]:
+                seen = []
+                async for result in client.stream_vms(stalling_ids()):
+                    assert result.ok
+                    seen.append(result.vmid)
+                    first_seen.set()
+                return seen
+
+            assert await asyncio.wait_for(read(), timeout=10) == [1, 2]

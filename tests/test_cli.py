@@ -12,11 +12,10 @@ import msgspec
 import pytest
 
 from hostup_async import HostUpClient
-from hostup_async.cli import parse_vmids
+from hostup_async.cli import _percentile, parse_vmids
 from hostup_async.testing import FakeHostUp
-from hostup_async.testing._data import vm_data
 
-from .conftest import API_KEY
+from .conftest import API_KEY, api_data
 
 
 def cli_env(key: str | None = API_KEY) -> dict[str, str]:
@@ -51,8 +50,8 @@ def assert_no_secrets(*texts: str, vmids: Sequence[int] = ()) -> None:
         assert API_KEY not in text
         assert "Traceback" not in text
         for vmid in vmids:
-            assert vm_data(vmid)["details"]["password"] not in text
-            assert vm_data(vmid)["details"]["rootpassword"] not in text
+            assert api_data(f"/vm/{vmid}/details")["details"]["password"] not in text
+            assert api_data(f"/vm/{vmid}/details")["details"]["rootpassword"] not in text
 
 
 async def test_details_prints_pretty_json_with_secrets_masked(fake: FakeHostUp) -> None:
@@ -61,7 +60,9 @@ async def test_details_prints_pretty_json_with_secrets_masked(fake: FakeHostUp) 
     vm = msgspec.json.decode(out)
     assert vm["hostname"] == "vm42.example.net"
     assert vm["details"]["password"] == "**********"
-    assert vm["pricing"]["price_per_cycle"] == vm_data(42)["pricing"]["pricePerCycle"]  # exact text
+    assert (
+        vm["pricing"]["price_per_cycle"] == api_data("/vm/42/details")["pricing"]["pricePerCycle"]
+    )  # exact text
     assert out.startswith("{\n  ")
     assert_no_secrets(out, err, vmids=[42])
 
@@ -69,7 +70,10 @@ async def test_details_prints_pretty_json_with_secrets_masked(fake: FakeHostUp) 
 async def test_show_secrets_reveals_passwords_but_never_the_key(fake: FakeHostUp) -> None:
     code, out, err = await run_cli("details", "42", "--base-url", fake.url, "--show-secrets")
     assert code == 0
-    assert msgspec.json.decode(out)["details"]["password"] == vm_data(42)["details"]["password"]
+    assert (
+        msgspec.json.decode(out)["details"]["password"]
+        == api_data("/vm/42/details")["details"]["password"]
+    )
     assert API_KEY not in out + err
 
 
@@ -406,3 +410,20 @@ async def test_progress_bar_on_a_terminal_stderr(fake: FakeHostUp, rich: bool) -
     assert ("30/30 VMs" in text) if rich else ("30/30 VMs, 0 failed" in text), text
     assert "30 VMs in" in text
     assert API_KEY not in text
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "expected"),
+    [
+        (10, 0.50, 5),  # rank ceil(5.0) = 5: not the 6th, as rounding half to even gave
+        (11, 0.50, 6),
+        (20, 0.95, 19),
+        (10, 0.95, 10),
+        (1, 0.50, 1),
+        (3, 0.0, 1),
+        (3, 1.0, 3),
+    ],
+)
+def test_latency_percentiles_are_nearest_rank(n: int, q: float, expected: float) -> None:
+    assert _percentile([float(v) for v in range(1, n + 1)], q) == expected
+    assert _percentile([], q) == 0.0

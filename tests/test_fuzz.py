@@ -21,7 +21,8 @@ from hostup_async import (
     decode_vm_details,
 )
 from hostup_async.testing import FakeHostUp, Fault
-from hostup_async.testing._data import billing_cycle_data, usage_log_json, vm_data
+
+from .conftest import api_data
 
 FUZZ = settings(max_examples=150, deadline=None)
 FUZZ_HTTP = settings(
@@ -29,20 +30,13 @@ FUZZ_HTTP = settings(
 )
 
 
-def _details_envelope(vmid: int) -> dict[str, Any]:
-    from datetime import datetime, timezone
-
-    data = vm_data(vmid)
-    end = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    data["usage_log"] = msgspec.json.decode(usage_log_json(3, vmid % 8, end))
-    return {"success": True, "requestId": "r-1", "data": data}
+def _envelope(path: str) -> dict[str, Any]:
+    return {"success": True, "requestId": "r-1", "data": api_data(path)}
 
 
-def _billing_envelope(vmid: int) -> dict[str, Any]:
-    return {"success": True, "requestId": "r-2", "data": billing_cycle_data(vmid)}
-
-
-VALID = [_details_envelope(v) for v in (1, 5, 11, 13)] + [_billing_envelope(v) for v in (2, 5)]
+VALID = [_envelope(f"/vm/{v}/details") for v in (1, 5, 11, 13)] + [
+    _envelope(f"/vm/{v}/billing-cycle") for v in (2, 5)
+]
 
 json_values = st.recursive(
     st.none()

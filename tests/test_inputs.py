@@ -22,7 +22,7 @@ from hostup_async import (
 )
 from hostup_async.testing import FakeHostUp, Fault, FaultPlan
 
-from .conftest import API_KEY
+from .conftest import API_KEY, client_tasks
 
 # -- bad input: a clear error before any I/O --------------------------------------------
 
@@ -211,19 +211,6 @@ async def test_secrets_stay_out_of_logs_reprs_and_errors(caplog: pytest.LogCaptu
 # -- cancellation at random points ---------------------------------------------------------
 
 
-def _client_tasks() -> list[asyncio.Task[Any]]:
-    """Pending tasks other than this test's and the fake server's handlers."""
-    current = asyncio.current_task()
-    return [
-        t
-        for t in asyncio.all_tasks()
-        if t is not current
-        and not t.done()
-        and "RequestHandler" not in repr(t.get_coro())
-        and "web_protocol" not in repr(t.get_coro())
-    ]
-
-
 @pytest.mark.parametrize("seed", range(6))
 async def test_cancelling_a_batch_at_a_random_point_leaves_nothing_behind(seed: int) -> None:
     rng = random.Random(seed)
@@ -232,7 +219,7 @@ async def test_cancelling_a_batch_at_a_random_point_leaves_nothing_behind(seed: 
         async with HostUpClient(
             API_KEY, base_url=fake.url, rate_limit=None, timeout=0.2, max_concurrency=8
         ) as client:
-            before = set(_client_tasks())
+            before = client_tasks()
             if seed % 2:
                 batch: asyncio.Future[Any] = asyncio.ensure_future(
                     client.fetch_vms(range(1, 200), billing_cycle=True)
@@ -244,10 +231,10 @@ async def test_cancelling_a_batch_at_a_random_point_leaves_nothing_behind(seed: 
             with pytest.raises(asyncio.CancelledError):
                 await batch
             await asyncio.sleep(0)
-            leftovers = set(_client_tasks()) - before
+            leftovers = client_tasks() - before
             assert not leftovers, leftovers
             # The client is still usable after a cancelled batch.
-            assert (await client.get_billing_cycle(3)).current
+            assert (await client.get_billing_cycle(3, timeout=10)).current
         assert client.closed
     gc.collect()
 
@@ -262,7 +249,7 @@ async def test_breaking_out_of_a_stream_cancels_what_is_in_flight() -> None:
                 break
             await stream.aclose()
             await asyncio.sleep(0)
-            assert not _client_tasks()
+            assert not client_tasks()
     assert fake.stats.requests < 100
 
 

@@ -20,7 +20,8 @@ from hostup_async import (
     decode_billing_cycle,
     decode_vm_details,
 )
-from hostup_async.testing._data import billing_cycle_data, vm_data
+
+from .conftest import api_data
 
 
 def envelope(data: Any, request_id: str = "req-1") -> bytes:
@@ -35,7 +36,7 @@ def envelope(data: Any, request_id: str = "req-1") -> bytes:
 
 
 def test_documented_details_example_decodes_every_field() -> None:
-    data = vm_data(10415)
+    data = api_data("/vm/10415/details")
     data["usage_log"] = {
         "2026-01-12T17:00:00Z": {"cpu": 0.25, "mem": 1.5e9, "data_sent": 12.5, "time": 1768237200},
     }
@@ -139,7 +140,7 @@ def test_usage_log_is_utc_and_in_time_order_whatever_the_wire_order() -> None:
 
 
 def test_usage_log_false_skips_the_log_and_keeps_everything_else() -> None:
-    data = vm_data(8)
+    data = api_data("/vm/8/details")
     data["usage_log"] = {"2026-01-12T17:00:00Z": {"cpu": 1}}
     full = decode_vm_details(envelope(data))
     lean = decode_vm_details(envelope(data), usage_log=False)
@@ -149,10 +150,10 @@ def test_usage_log_false_skips_the_log_and_keeps_everything_else() -> None:
 
 
 def test_passwords_never_show_in_repr_or_str() -> None:
-    vm = decode_vm_details(envelope(vm_data(3)))
+    vm = decode_vm_details(envelope(api_data("/vm/3/details")))
     assert vm.details is not None
-    secret = vm_data(3)["details"]["password"]
-    root = vm_data(3)["details"]["rootpassword"]
+    secret = api_data("/vm/3/details")["details"]["password"]
+    root = api_data("/vm/3/details")["details"]["rootpassword"]
     for text in (
         repr(vm),
         str(vm),
@@ -176,7 +177,7 @@ def test_secret_str_compares_by_value_without_revealing_it() -> None:
 
 
 def test_billing_cycle_decodes_with_camel_case_as_snake_case() -> None:
-    bc = decode_billing_cycle(envelope(billing_cycle_data(10001), request_id="r-bc"))
+    bc = decode_billing_cycle(envelope(api_data("/vm/10001/billing-cycle"), request_id="r-bc"))
     assert bc.request_id == "r-bc"
     assert bc.current == "m" and bc.current_name == "Monthly"
     assert bc.product_id == "3001" and bc.account_id == "110001"
@@ -306,7 +307,7 @@ def test_vm_details_built_in_code_gets_utc_keys_in_time_order() -> None:
 
 
 def test_details_round_trip_through_json_keeps_every_value() -> None:
-    data = vm_data(21)
+    data = api_data("/vm/21/details")
     data["usage_log"] = hours_log(datetime(2026, 2, 1), 5)
     del data["details"]  # SecretStr refuses to be encoded, by design
     vm = decode_vm_details(envelope(data))
@@ -319,7 +320,7 @@ def test_details_round_trip_through_json_keeps_every_value() -> None:
 
 @pytest.mark.parametrize("usage_log", [True, False])
 def test_nulls_empty_arrays_and_numeric_ids_do_not_cost_the_vm(usage_log: bool) -> None:
-    data = vm_data(5)
+    data = api_data("/vm/5/details")
     data.update(
         {
             "ipv6": None,
@@ -369,7 +370,7 @@ def test_what_the_lenient_pass_cannot_fix_is_still_a_decode_error() -> None:
 def test_to_builtins_uses_python_names_and_masks_secrets() -> None:
     from hostup_async import to_builtins
 
-    data = vm_data(3)
+    data = api_data("/vm/3/details")
     data["usage_log"] = {"2026-01-12T17:00:00Z": {"cpu": 0.5}}
     vm = decode_vm_details(envelope(data, request_id="r-b"))
     plain = to_builtins(vm)
@@ -382,7 +383,7 @@ def test_to_builtins_uses_python_names_and_masks_secrets() -> None:
     shown = to_builtins(vm.details, show_secrets=True)
     assert shown["password"] == data["details"]["password"]
     assert (
-        to_builtins([bc := decode_billing_cycle(envelope(billing_cycle_data(1)))])[0][
+        to_builtins([bc := decode_billing_cycle(envelope(api_data("/vm/1/billing-cycle")))])[0][
             "current_name"
         ]
         == bc.current_name

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hostup_async import (
+    APIError,
     AttemptEvent,
     DecodeError,
     GatewayTimeoutError,
@@ -125,14 +126,18 @@ async def test_transient_faults_are_retried(fake: FakeHostUp, fault: Fault) -> N
 
 
 async def test_timeouts_are_retried_and_surface_typed(fake: FakeHostUp) -> None:
-    fake.inject(Fault.slow(1.0))
+    # The slow answers take far longer than the timeout, and the timeout is far longer than
+    # a prompt answer takes even on a busy machine.
+    fake.inject(Fault.slow(5.0))
     async with fast_client(fake) as client:
-        vm = await client.get_billing_cycle(3, timeout=0.2)
+        vm = await client.get_billing_cycle(3, timeout=1.0)
         assert vm.current
-        fake.inject(*[Fault.slow(1.0)] * 2)
-        with pytest.raises(RequestTimeoutError):
-            await client.get_billing_cycle(3, timeout=0.2, max_retries=1)
-    assert isinstance(RequestTimeoutError("x"), TransportError)
+        fake.inject(*[Fault.slow(5.0)] * 2)
+        # A timeout is a transport failure to code that catches those.
+        with pytest.raises(TransportError) as info:
+            await client.get_billing_cycle(3, timeout=1.0, max_retries=1)
+    assert type(info.value) is RequestTimeoutError
+    assert "1 s timeout" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -177,9 +182,9 @@ async def test_rate_limit_error_carries_retry_after(fake: FakeHostUp) -> None:
 async def test_unsuccessful_200_is_not_retried(fake: FakeHostUp) -> None:
     fake.inject(Fault.unsuccessful())
     async with fast_client(fake) as client:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(APIError) as info:
             await client.get_vm_details(1)
-    assert getattr(info.value, "code", None) == "OPERATION_FAILED"
+    assert info.value.code == "OPERATION_FAILED"
     assert fake.stats.requests == 1
 
 
@@ -193,9 +198,15 @@ async def test_server_wait_is_honoured_as_a_floor(fake: FakeHostUp) -> None:
 
 async def test_a_429_pauses_the_whole_client(fake: FakeHostUp) -> None:
     fake.inject(Fault.http(429, retry_after=0.5), vmid=1)
-    async with fast_client(fake) as client:
+    refusal = asyncio.Event()
+
+    def on_attempt(event: AttemptEvent) -> None:
+        if event.status == 429:
+            refusal.set()  # reported once the client has paused
+
+    async with fast_client(fake, on_attempt=on_attempt) as client:
         first = asyncio.create_task(client.get_billing_cycle(1))
-        await asyncio.sleep(0.1)  # the 429 has arrived; vmid 2 must now wait too
+        await asyncio.wait_for(refusal.wait(), timeout=10)  # vmid 2 must now wait too
         await client.get_billing_cycle(2)
         await first
     by_path = {r.path: r.at for r in fake.stats.recent}

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from aiohttp import web
+
+from ._responses import error_response, unsuccessful_response
 
 __all__ = [
     "PERMANENT_KINDS",
@@ -273,19 +275,25 @@ def fault_label(fault: Fault) -> str:
 DROPPED = web.Response(status=499)
 
 
-async def apply_fault(fault: Fault, request: web.Request, body: bytes) -> web.StreamResponse | None:
+async def apply_fault(
+    fault: Fault,
+    request: web.Request,
+    body: bytes,
+    *,
+    rate_limited: Callable[[float], web.StreamResponse],
+) -> web.StreamResponse | None:
     """Carry out ``fault`` for ``request``; ``None`` means "now answer normally" (after a stall).
 
-    A dropped connection returns ``DROPPED``, which the server does not count as an answer.
+    ``body`` is the normal answer's body (cut short by some faults); ``rate_limited`` builds
+    the server's own 429 for a wait in seconds. A dropped connection returns ``DROPPED``,
+    which the server does not count as an answer.
     """
-    from ._server import error_response, rate_limited_response, unsuccessful_response
-
     if fault.kind == "slow":
         await asyncio.sleep(fault.delay)
         return None
     if fault.kind == "status":
         if fault.status == 429 and not fault.html:
-            return rate_limited_response(fault.retry_after)
+            return rate_limited(fault.retry_after)
         if fault.html:
             title = web.Response(status=fault.status).reason.encode()
             page = _GATEWAY_HTML % (fault.status, title, fault.status, title)

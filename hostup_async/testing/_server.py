@@ -18,33 +18,19 @@ from aiohttp import web
 from ._data import (
     billing_cycle_data,
     new_request_id,
-    now_stamp,
     usage_log_json,
     usage_log_variant,
     vm_data,
 )
 from ._faults import DROPPED, Fault, FaultPlan, apply_fault, fault_label
+from ._responses import error_response, success_head, unsuccessful_response
 
 __all__ = [
     "FakeHostUp",
     "FakeStats",
     "RecordedRequest",
-    "error_response",
     "rate_limited_response",
-    "unsuccessful_response",
 ]
-
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 
 
 @dataclass(frozen=True)
@@ -314,7 +300,10 @@ class FakeHostUp:
             fault = plan.transient_fault(vmid, endpoint, nth)
         if fault is not None:
             self.stats.faults[fault_label(fault)] += 1
-            faulted = await apply_fault(fault, request, build(max(vmid, 1)))
+            # A 429 fault is answered as the hidden rate limit answers: one builder for both.
+            faulted = await apply_fault(
+                fault, request, build(max(vmid, 1)), rate_limited=rate_limited_response
+            )
             if faulted is not None:
                 return faulted
         if vmid < 1:
@@ -333,10 +322,10 @@ class FakeHostUp:
     def _details_body(self, vmid: int) -> bytes:
         data = msgspec.json.encode(vm_data(vmid))
         log = usage_log_json(self.usage_log_hours, usage_log_variant(vmid), self._log_end)
-        return b"".join((_head(), data[:-1], b',"usage_log":', log, b"}}"))
+        return b"".join((success_head(), data[:-1], b',"usage_log":', log, b"}}"))
 
     def _billing_body(self, vmid: int) -> bytes:
-        return b"".join((_head(), msgspec.json.encode(billing_cycle_data(vmid)), b"}"))
+        return b"".join((success_head(), msgspec.json.encode(billing_cycle_data(vmid)), b"}"))
 
 
 def _permanent_response(kind: str) -> web.Response:
@@ -348,44 +337,9 @@ def _permanent_response(kind: str) -> web.Response:
     if kind == "unsuccessful":
         return unsuccessful_response()
     # mismatched: valid JSON, success true, but ``data`` is not an object.
-    return web.Response(body=_head() + b'["not", "a", "vm"]}', content_type="application/json")
-
-
-def _head() -> bytes:
-    """Return the start of a success envelope, up to the ``data`` value."""
-    return (
-        b'{"success":true,"timestamp":"'
-        + now_stamp().encode()
-        + b'","requestId":"'
-        + new_request_id().encode()
-        + b'","data":'
-    )
-
-
-def error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    """Return the API's error envelope for ``status``."""
-    return {
-        "error": _TITLES.get(status, "Error"),
-        "message": message,
-        "code": code,
-        "timestamp": now_stamp(),
-        "requestId": new_request_id(),
-    }
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    """Return an error answer in the API's JSON error envelope."""
     return web.Response(
-        status=status,
-        body=msgspec.json.encode(error_body(status, code, message)),
-        content_type="application/json",
+        body=success_head() + b'["not", "a", "vm"]}', content_type="application/json"
     )
-
-
-def unsuccessful_response() -> web.Response:
-    """Return a 200 whose envelope says ``success: false``, as some real endpoints do."""
-    body = {"success": False, **error_body(200, "OPERATION_FAILED", "The operation failed")}
-    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
 
 def rate_limited_response(wait: float) -> web.Response:
