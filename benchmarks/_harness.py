@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("hostup-async", "msgspec", "aiohttp", "aiolimiter", "orjson", "pydantic", "httpx")
+PACKAGES = ("hostup-async", "msgspec", "aiohttp", "orjson", "pydantic", "httpx")
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,24 @@ def git_state() -> str | None:
 
 
 @contextmanager
-def fake_server(hours: int) -> Iterator[str]:
+def fake_server(hours: int, **options: Any) -> Iterator[str]:
     """Run the fake server (``benchmarks._server``) in its own process; yield its base URL.
+
+    ``options`` go to ``FakeHostUp`` (a hidden rate limit and its style, say).
 
     Its own process, so its CPU is not the client's and the two share the machine's cores
     as a real client and server would not: the figures are ratios for that reason.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._server", "--hours", str(hours)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks._server",
+            "--hours",
+            str(hours),
+            "--fake",
+            json.dumps(options),
+        ],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

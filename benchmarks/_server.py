@@ -1,6 +1,8 @@
 """Run FakeHostUp on a loopback port in its own process, for the network benchmarks.
 
-Usage: ``python -m benchmarks._server [--hours H] [--port P] [--key K]``. It prints one
+Usage: ``python -m benchmarks._server [--hours H] [--port P] [--key K] [--fake JSON]``
+(``--fake`` takes more ``FakeHostUp`` options as a JSON object, such as a hidden rate
+limit: ``{"rate_limit": 100, "rate_mode": "token_bucket"}``). It prints one
 line, ``URL <base url>``, once serving, and stops when its standard input closes (so it
 never outlives the benchmark that started it) or on SIGTERM/SIGINT.
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -45,8 +49,8 @@ def add_bench_routes(fake: FakeHostUp) -> None:
     fake.app.router.add_get("/_bench/cpu", cpu)
 
 
-async def serve(hours: int, port: int, key: str) -> None:
-    fake = FakeHostUp(api_key=key, usage_log_hours=hours, port=port)
+async def serve(hours: int, port: int, key: str, options: dict[str, Any]) -> None:
+    fake = FakeHostUp(api_key=key, usage_log_hours=hours, port=port, **options)
     add_bench_routes(fake)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -64,8 +68,9 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24, help="usage-log hours per VM")
     parser.add_argument("--port", type=int, default=0, help="port (0: any free one)")
     parser.add_argument("--key", default=API_KEY, help="the API key the fake accepts")
+    parser.add_argument("--fake", default="{}", help="more FakeHostUp options, as JSON")
     args = parser.parse_args()
-    asyncio.run(serve(args.hours, args.port, args.key))
+    asyncio.run(serve(args.hours, args.port, args.key, json.loads(args.fake)))
     # The stdin reader thread may still block; don't wait for it.
     sys.stdout.flush()
     os._exit(0)

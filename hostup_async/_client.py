@@ -17,6 +17,7 @@ from ._constants import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
     MAX_CONCURRENCY_LIMIT,
@@ -32,9 +33,9 @@ from ._models import (
     unwrap,
     without_usage_log,
 )
+from ._pacing import LocalPacer
 from ._retry import RetryBudget
 from ._secret import SecretStr
-from ._throttle import Throttle
 from ._transport import Transport
 from ._validate import (
     check_api_key,
@@ -77,6 +78,8 @@ class HostUpClient:
     undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
     what the server accepts (probing back up later); with ``rate_limit=None`` there is no
     limit until a 429 arrives after some requests got through, which installs one.
+    No server hint is waited on beyond ``max_retry_after`` seconds (per client, or per
+    call): a longer one ends the call at once with ``RateLimitError``.
 
     ``base_url`` defaults to ``$HOSTUP_BASE_URL``, else HostUp's API. Requests carry
     ``User-Agent: hostup-async/<version>``, after ``user_agent`` when given (your product
@@ -100,6 +103,7 @@ class HostUpClient:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
         on_attempt: AttemptHook | None = None,
@@ -127,6 +131,8 @@ class HostUpClient:
         """Seconds allowed per attempt, unless a call overrides it."""
         self.max_retries = check_count("max_retries", max_retries, minimum=0)
         """Retries after a failed first attempt, unless a call overrides it."""
+        self.max_retry_after = check_positive("max_retry_after", max_retry_after)
+        """Most seconds a server's retry hint may hold a call, unless a call overrides it."""
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError(
                 f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
@@ -153,7 +159,7 @@ class HostUpClient:
         self.stats = ClientStats()
         """Running totals of requests, retries, 429s and time spent throttled."""
         # Shared by every request of this client; it touches no event loop until used.
-        self._throttle = Throttle(self.rate_limit)
+        self._pacer = LocalPacer(self.rate_limit, max_pause=self.max_retry_after)
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -181,7 +187,7 @@ class HostUpClient:
     @property
     def effective_rate_limit(self) -> float | None:
         """Requests per second the client sends at now: ``rate_limit``, or lower after 429s."""
-        return self._throttle.rate
+        return self._pacer.rate
 
     @property
     def closed(self) -> bool:
@@ -256,7 +262,7 @@ class HostUpClient:
                 base_url=self.base_url,
                 headers=request_headers,
                 secret=self._api_key.get_secret_value(),
-                throttle=self._throttle,
+                pacer=self._pacer,
                 max_concurrency=self.max_concurrency,
                 budget=self._budget,
                 stats=self.stats,
@@ -266,14 +272,21 @@ class HostUpClient:
             )
         return self._transport
 
-    def _call_options(self, timeout: float | None, max_retries: int | None) -> tuple[float, int]:
-        """Resolve per-call ``(timeout, max_retries)`` against the client's defaults, checked first."""
+    def _call_options(
+        self, timeout: float | None, max_retries: int | None, max_retry_after: float | None
+    ) -> tuple[float, int, float]:
+        """Resolve per-call options against the client's defaults, checked before any I/O."""
         return (
             self.timeout if timeout is None else check_positive("timeout", timeout),
             (
                 self.max_retries
                 if max_retries is None
                 else check_count("max_retries", max_retries, minimum=0)
+            ),
+            (
+                self.max_retry_after
+                if max_retry_after is None
+                else check_positive("max_retry_after", max_retry_after)
             ),
         )
 
@@ -284,15 +297,22 @@ class HostUpClient:
         usage_log: bool = True,
         timeout: float | None = None,
         max_retries: int | None = None,
+        max_retry_after: float | None = None,
     ) -> VMDetails:
         """Fetch one VM's details (``GET /vm/{vmid}/details``); ``usage_log=False`` skips the log."""
         vmid = check_vmid(vmid)
         if not isinstance(usage_log, bool):
             raise TypeError(f"usage_log must be a bool, not {type(usage_log).__name__}")
-        timeout, max_retries = self._call_options(timeout, max_retries)
+        timeout, max_retries, max_retry_after = self._call_options(
+            timeout, max_retries, max_retry_after
+        )
         decode = _details if usage_log else _details_without_log
         return await self._open().get(
-            f"/vm/{vmid}/details", decode, timeout=timeout, max_retries=max_retries
+            f"/vm/{vmid}/details",
+            decode,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
         )
 
     async def get_billing_cycle(
@@ -301,12 +321,19 @@ class HostUpClient:
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
+        max_retry_after: float | None = None,
     ) -> BillingCycle:
         """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
         vmid = check_vmid(vmid)
-        timeout, max_retries = self._call_options(timeout, max_retries)
+        timeout, max_retries, max_retry_after = self._call_options(
+            timeout, max_retries, max_retry_after
+        )
         return await self._open().get(
-            f"/vm/{vmid}/billing-cycle", _billing, timeout=timeout, max_retries=max_retries
+            f"/vm/{vmid}/billing-cycle",
+            _billing,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
         )
 
     def stream_vms(

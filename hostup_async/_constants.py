@@ -5,9 +5,8 @@ from __future__ import annotations
 __all__ = [
     "ADAPTIVE_BACKOFF",
     "ADAPTIVE_MIN_RATE",
-    "ADAPTIVE_PROBE_HOLD",
-    "ADAPTIVE_PROBE_INTERVAL",
-    "ADAPTIVE_PROBE_STEP",
+    "ADAPTIVE_PLATEAU",
+    "ADAPTIVE_REST",
     "API_KEY_ENV",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -17,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
     "MAX_CONCURRENCY_LIMIT",
@@ -92,20 +92,24 @@ PAUSE_JITTER = 0.2
 #: Most seconds of that spread, however long the pause.
 PAUSE_JITTER_CAP = 2.0
 
-#: Adaptive rate limiting: after a 429 the rate drops to this share of what the server
-#: was measured to accept (AWS adaptive mode uses 0.7; the measurement here is direct,
-#: so a smaller safety margin keeps more throughput).
-ADAPTIVE_BACKOFF = 0.9
+#: Adaptive rate limiting: after a refusal the rate drops to this share of what the server
+#: was measured to accept (AWS adaptive mode uses 0.7 of what it sent; the measure here is
+#: of what the server took, so a small safety margin keeps more throughput).
+ADAPTIVE_BACKOFF = 0.95
 
 #: The adaptive rate never drops below this many requests per second; ``retryAfter``
 #: pauses still hold the client back further when the server asks for it.
 ADAPTIVE_MIN_RATE = 0.5
 
-#: Seconds after a 429's pause ends before the adaptive rate starts probing upwards.
-ADAPTIVE_PROBE_HOLD = 2.0
+#: Share of the measured rate the adaptive rate rests at after growing back: just below
+#: the server's limit, where timing jitter on the way does not trip it.
+ADAPTIVE_REST = 0.99
 
-#: Seconds between two upward probes while no 429 arrives and the limit is being used.
-ADAPTIVE_PROBE_INTERVAL = 1.0
+#: Seconds after a refusal's pause until the adaptive rate reaches its resting rate. It
+#: grows on a cubic curve: fast at first, flat around the resting rate, then faster and
+#: faster, so it stays just below the server's limit and still finds a raised one.
+ADAPTIVE_PLATEAU = 15.0
 
-#: Factor of one upward probe of the adaptive rate.
-ADAPTIVE_PROBE_STEP = 1.05
+#: Longest wait a server's retry hint may impose, in seconds, unless the client or the
+#: call says otherwise: a hint above it ends the call at once with ``RateLimitError``.
+DEFAULT_MAX_RETRY_AFTER = 60.0

@@ -14,6 +14,7 @@ from ._constants import (
     BACKOFF_CAP,
     PAUSE_JITTER,
     PAUSE_JITTER_CAP,
+    RATE_LIMIT_PAUSE,
     RETRYABLE_STATUSES,
 )
 from ._exceptions import (
@@ -30,14 +31,18 @@ __all__ = [
     "is_retryable",
     "parse_retry_after",
     "pause_spread",
+    "quota_spent_wait",
     "retry_delay",
     "server_wait_of",
 ]
 
 _MAX_SERVER_WAIT = 3600.0
-# Bounds on what a retry hint may be before it is read: numbers are clamped here (any
-# cap applied after reading is far below), text longer than any date or number is junk.
-_MAX_HINT = 10**9
+# A reset above this is a Unix time, not seconds from now (a year in seconds is far below).
+_EPOCH_SECONDS = 1_000_000_000.0
+# Bounds on what a retry hint may be before it is read: numbers are clamped here (above
+# any Unix time, and far above any cap applied after reading), and text longer than any
+# date or number is junk.
+_MAX_HINT = 10**12
 _MAX_HINT_TEXT = 64
 
 
@@ -80,6 +85,21 @@ def _seconds(value: Any, now: float | None) -> float | None:
     if math.isnan(seconds) or math.isinf(seconds):
         return None
     return max(seconds, 0.0)
+
+
+def quota_spent_wait(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Return the seconds until the quota resets when an answer says none is left, else ``None``.
+
+    Reads ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (seconds, or a Unix time as
+    some gateways send it). A spent quota with no usable reset gives the default pause.
+    """
+    remaining = headers.get("X-RateLimit-Remaining")
+    if remaining is None or remaining.strip() != "0":
+        return None
+    reset = _seconds(headers.get("X-RateLimit-Reset"), None)
+    if reset is not None and reset > _EPOCH_SECONDS:
+        reset = max(0.0, reset - (time.time() if now is None else now))
+    return RATE_LIMIT_PAUSE if reset is None else min(reset, _MAX_SERVER_WAIT)
 
 
 def backoff_delay(

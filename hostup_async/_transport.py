@@ -25,9 +25,9 @@ from ._exceptions import (
     TransportError,
 )
 from ._models import sniff_status
+from ._pacing import Pacer, PauseTooLong
 from ._retry import RetryBudget, is_retryable, retry_delay, server_wait_of
 from ._secret import Redactor
-from ._throttle import Throttle
 
 __all__ = ["Transport", "logger"]
 
@@ -51,7 +51,7 @@ class Transport:
         base_url: str,
         headers: dict[str, str] | None,
         secret: str,
-        throttle: Throttle,
+        pacer: Pacer,
         max_concurrency: int,
         budget: RetryBudget,
         stats: ClientStats,
@@ -68,7 +68,7 @@ class Transport:
         self._headers = headers
         self._redactor = Redactor(secret)
         self._max_body_size = max_body_size
-        self._throttle = throttle
+        self._pacer = pacer
         self._slots = asyncio.Semaphore(max_concurrency)
         self._budget = budget
         self._stats = stats
@@ -87,8 +87,13 @@ class Transport:
         *,
         timeout: float,
         max_retries: int,
+        max_retry_after: float,
     ) -> T:
-        """GET ``path`` and decode the answer, retrying what is worth retrying."""
+        """GET ``path`` and decode the answer, retrying what is worth retrying.
+
+        No wait the server asks for (a 429's hint, or the client-wide pause it caused) is
+        sat out beyond ``max_retry_after`` seconds: such a call ends in ``RateLimitError``.
+        """
         spent = 0
         attempt = 0
         while True:
@@ -98,9 +103,9 @@ class Transport:
             # (acquire/release, not `async with`: two coroutines fewer on the hot path.)
             await self._slots.acquire()
             try:
-                sent_at = self._throttle.try_acquire()
+                sent_at = self._pacer.try_acquire()
                 if sent_at is None:
-                    sent_at = await self._wait_for_turn(path)
+                    sent_at = await self._wait_for_turn(path, max_retry_after)
                 self._stats.requests += 1
                 started = time.perf_counter()  # latency excludes the wait for the limiter
                 try:
@@ -117,6 +122,7 @@ class Transport:
             finally:
                 self._slots.release()
             if error is None:
+                self._pacer.on_accepted(sent_at, answer.headers if answer is not None else None)
                 self._budget.on_success(spent)
                 if attempt > 1 or self._on_attempt is not None or logger.isEnabledFor(DEBUG):
                     request_id = getattr(result, "request_id", None)
@@ -127,7 +133,12 @@ class Transport:
 
             if answer is not None and answer.status == 429 and isinstance(error, RateLimitError):
                 # Every 429 paces the whole client (pause, adaptive rate), retried or not.
-                self._throttle.on_rate_limited(answer.sent_at, error.retry_after)
+                self._pacer.on_rate_limited(answer.sent_at, error.retry_after)
+                if error.retry_after is not None and error.retry_after > max_retry_after:
+                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
+                    raise error  # asked to wait longer than the caller allows: end it now
+            elif answer is not None:
+                self._pacer.on_accepted(answer.sent_at, answer.headers)
             body_is_json = answer is None or sniff_status(answer.body) is not None
             retry_in: float | None = None
             if attempt <= max_retries and is_retryable(error, body_is_json):
@@ -168,10 +179,10 @@ class Transport:
         """Sleep ``seconds`` before a retry, or less if the client closes meanwhile."""
         await asyncio.wait((self._closing,), timeout=seconds)
 
-    async def _wait_for_turn(self, path: str) -> float:
-        """Wait for the rate limit and any 429 pause; return the loop time of sending."""
+    async def _wait_for_turn(self, path: str, max_pause: float) -> float:
+        """Wait for the rate limit and any 429 pause; return the pacer's time of sending."""
         asked = time.perf_counter()
-        turn = asyncio.ensure_future(self._throttle.acquire())
+        turn = asyncio.ensure_future(self._pacer.acquire(max_pause))
         try:
             await asyncio.wait((turn, self._closing), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -180,6 +191,15 @@ class Transport:
         self._stats.throttle_wait += time.perf_counter() - asked
         if not turn.done() or turn.cancelled():
             raise self._closed_error(path)
+        refusal = turn.exception()
+        if isinstance(refusal, PauseTooLong):
+            left = refusal.seconds
+            raise RateLimitError(
+                f"GET {path} not sent: the client is pausing {left:.0f} s after a 429, "
+                f"longer than max_retry_after ({max_pause:g} s)",
+                status=429,
+                retry_after=left,
+            )
         return turn.result()
 
     async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:

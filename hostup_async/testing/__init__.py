@@ -25,7 +25,8 @@ from ._faults import (
     PermanentKind,
     TransientKind,
 )
-from ._server import FakeHostUp, FakeStats, RecordedRequest
+from ._limits import RateMode
+from ._server import FakeHostUp, FakeStats, RateHint, RecordedRequest
 
 __all__ = [
     "FIXTURE_API_KEY",
@@ -37,6 +38,8 @@ __all__ = [
     "FakeHostUp",
     "FakeStats",
     "PermanentKind",
+    "RateHint",
+    "RateMode",
     "RecordedRequest",
     "TransientKind",
 ]

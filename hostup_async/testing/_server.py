@@ -23,10 +23,15 @@ from ._data import (
     vm_data,
 )
 from ._faults import DROPPED, Fault, FaultPlan, apply_fault, fault_label
+from ._limits import HiddenLimit, RateMode, hidden_limit
 from ._responses import error_response, success_head, unsuccessful_response
+
+#: Where a 429 of the hidden rate limit says how long to wait.
+RateHint = Literal["body", "header", "both", "none"]
 
 __all__ = [
     "FakeHostUp",
+    "RateHint",
     "FakeStats",
     "RecordedRequest",
     "rate_limited_response",
@@ -68,59 +73,22 @@ class FakeStats:
     """Connections closed without an answer."""
 
 
-class _FixedWindow:
-    """A hidden rate limit with fixed-window semantics, as many API gateways implement it."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._start: float | None = None
-        self._count = 0
-
-    def admit(self, now: float) -> float | None:
-        """Count a request; return ``None`` if admitted, else seconds until the window resets."""
-        if self._start is None:
-            self._start = now
-        elif now - self._start >= self.window:
-            # Windows stay aligned to the first request, as a gateway's clock would.
-            self._start = now - (now - self._start) % self.window
-            self._count = 0
-        if self._count < self.limit:
-            self._count += 1
-            return None
-        return self._start + self.window - now
-
-
-class _SlidingWindow:
-    """A hidden rate limit over a sliding window: at most ``limit`` in any ``window`` seconds."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._admitted: deque[float] = deque()
-
-    def admit(self, now: float) -> float | None:
-        """Count a request; return ``None`` if admitted, else seconds until one more fits."""
-        admitted = self._admitted
-        while admitted and now - admitted[0] >= self.window:
-            admitted.popleft()
-        if len(admitted) < self.limit:
-            admitted.append(now)
-            return None
-        return admitted[0] + self.window - now
-
-
 class FakeHostUp:
     """A fake HostUp API with realistic generated VMs, served over real HTTP on loopback.
 
     Any vmid has a deterministic VM, except those in ``missing`` or above ``max_vmid``
     (404) and those in ``forbidden`` (403). A wrong ``X-API-Key`` gets 401.
 
-    With ``rate_limit`` set, a hidden rate limit answers 429 with ``retryAfter`` (the
-    seconds until a request would fit) once more than ``rate_limit`` requests arrive per
-    ``rate_window`` seconds: in fixed windows aligned to the first request
-    (``rate_mode="fixed"``, as many gateways count), or in any window
-    (``rate_mode="sliding"``). Refused requests do not count against the limit.
+    With ``rate_limit`` set, a hidden rate limit answers 429 once more than ``rate_limit``
+    requests arrive per ``rate_window`` seconds, counted the way gateways do
+    (``rate_mode``): in fixed windows aligned to the first request (``"fixed"``), in any
+    window (``"sliding"``), or by a bucket of ``rate_limit`` tokens refilled over
+    ``rate_window`` (``"token_bucket"``). Refused requests do not count against the limit.
+    The 429 says how long to wait (the seconds until a request would fit) in the body's
+    ``retryAfter``, the ``Retry-After`` header, both or neither (``rate_hint``), to the
+    millisecond or rounded up to whole seconds (``rate_hint_whole_seconds``, as most
+    gateways send it). ``rate_headers=True`` adds ``X-RateLimit-Limit``, ``-Remaining``
+    and ``-Reset`` (seconds) to every answer.
 
     ``faults`` takes a seeded ``FaultPlan`` of transient and permanent faults; ``inject``
     queues one-shot faults, which go first. ``stats`` counts what happened.
@@ -136,7 +104,10 @@ class FakeHostUp:
         max_vmid: int | None = None,
         rate_limit: int | None = None,
         rate_window: float = 1.0,
-        rate_mode: Literal["fixed", "sliding"] = "fixed",
+        rate_mode: RateMode = "fixed",
+        rate_hint: RateHint = "both",
+        rate_hint_whole_seconds: bool = False,
+        rate_headers: bool = False,
         latency: float = 0.0,
         faults: FaultPlan | None = None,
         host: str = "127.0.0.1",
@@ -148,8 +119,10 @@ class FakeHostUp:
             raise ValueError("rate_limit must be 1 or more (or None for no limit)")
         if rate_window <= 0:
             raise ValueError("rate_window must be above 0")
-        if rate_mode not in ("fixed", "sliding"):
-            raise ValueError("rate_mode must be 'fixed' or 'sliding'")
+        if rate_mode not in ("fixed", "sliding", "token_bucket"):
+            raise ValueError("rate_mode must be 'fixed', 'sliding' or 'token_bucket'")
+        if rate_hint not in ("body", "header", "both", "none"):
+            raise ValueError("rate_hint must be 'body', 'header', 'both' or 'none'")
         if faults is not None and not isinstance(faults, FaultPlan):
             raise TypeError("faults must be a FaultPlan")
         self.api_key = api_key
@@ -168,8 +141,12 @@ class FakeHostUp:
         """The seeded fault plan, or ``None``; it may be swapped between requests."""
         self.stats = FakeStats()
         """What the server has seen so far."""
-        window = _SlidingWindow if rate_mode == "sliding" else _FixedWindow
-        self._limit = window(rate_limit, rate_window) if rate_limit is not None else None
+        self._limit: HiddenLimit | None = (
+            hidden_limit(rate_mode, rate_limit, rate_window) if rate_limit is not None else None
+        )
+        self._hint = rate_hint
+        self._whole_seconds = rate_hint_whole_seconds
+        self._rate_headers = rate_headers
         self._seen: Counter[str] = Counter()
         self._host = host
         self._port = port
@@ -282,7 +259,10 @@ class FakeHostUp:
             wait = self._limit.admit(time.monotonic())
             if wait is not None:
                 self.stats.faults["rate_limit"] += 1
-                return rate_limited_response(wait)
+                refusal = rate_limited_response(
+                    wait, hint=self._hint, whole_seconds=self._whole_seconds
+                )
+                return self._with_quota(refusal)
         try:
             vmid = int(request.match_info["vmid"])
         except ValueError:
@@ -317,7 +297,17 @@ class FakeHostUp:
             self.stats.faults[permanent] += 1
             return _permanent_response(permanent)
         body: bytes = build(vmid)
-        return web.Response(body=body, content_type="application/json")
+        return self._with_quota(web.Response(body=body, content_type="application/json"))
+
+    def _with_quota(self, response: web.Response) -> web.Response:
+        """Add the ``X-RateLimit-*`` headers to an answer when the server sends them."""
+        limit = self._limit
+        if self._rate_headers and limit is not None:
+            remaining, reset = limit.quota(time.monotonic())
+            response.headers["X-RateLimit-Limit"] = str(limit.limit)
+            response.headers["X-RateLimit-Remaining"] = str(remaining)
+            response.headers["X-RateLimit-Reset"] = _hint_text(reset, self._whole_seconds)
+        return response
 
     def _details_body(self, vmid: int) -> bytes:
         data = msgspec.json.encode(vm_data(vmid))
@@ -342,18 +332,30 @@ def _permanent_response(kind: str) -> web.Response:
     )
 
 
-def rate_limited_response(wait: float) -> web.Response:
-    """Return a 429 as HostUp sends it: ``retryAfter`` as a string, no ``code``, plus headers."""
-    seconds = math.ceil(wait) if wait >= 1 else round(wait, 3)
-    body = {
+def _hint_text(seconds: float, whole_seconds: bool) -> str:
+    """Write a wait as gateways do: whole seconds rounded up, or to the millisecond."""
+    if whole_seconds or seconds >= 1:
+        return str(math.ceil(seconds))
+    return str(round(seconds, 3))
+
+
+def rate_limited_response(
+    wait: float, *, hint: RateHint = "both", whole_seconds: bool = False
+) -> web.Response:
+    """Return a 429 as HostUp sends it: ``retryAfter`` as a string, no ``code``.
+
+    ``hint`` says where the wait goes: the body's ``retryAfter``, the ``Retry-After``
+    header, both, or neither.
+    """
+    text = _hint_text(wait, whole_seconds)
+    body: dict[str, Any] = {
         "error": "Too Many Requests",
         "message": "Rate limit exceeded, please slow down",
-        "retryAfter": str(seconds),
-        "requestId": new_request_id(),
     }
+    if hint in ("body", "both"):
+        body["retryAfter"] = text
+    body["requestId"] = new_request_id()
+    headers = {"Retry-After": text} if hint in ("header", "both") else {}
     return web.Response(
-        status=429,
-        body=msgspec.json.encode(body),
-        content_type="application/json",
-        headers={"Retry-After": str(seconds), "X-RateLimit-Remaining": "0"},
+        status=429, body=msgspec.json.encode(body), content_type="application/json", headers=headers
     )
