@@ -314,6 +314,20 @@ async def test_an_absurd_retry_hint_is_a_rate_limit_error_with_a_finite_wait(
     assert error.retry_after is None or 0 <= error.retry_after <= 3600
 
 
+async def test_a_stream_meeting_an_absurd_retry_hint_ends_every_item_at_once(
+    hostile: Hostile,
+) -> None:
+    """A 400-digit ``retryAfter`` is past any wait allowed: the stream ends, it does not stall."""
+    hostile.handlers[7] = answer(b'{"retryAfter": 1' + b"0" * 400 + b"}", 429)
+    async with client_for(hostile) as client:
+        results = [r async for r in client.stream_vms(range(1, 101))]
+    assert sorted(r.index for r in results) == list(range(100))
+    assert all(r.ok or isinstance(r.error, RateLimitError) for r in results)
+    [hostile_one] = [r for r in results if r.vmid == 7]
+    assert isinstance(hostile_one.error, RateLimitError)
+    assert KEY not in shown(*results)
+
+
 hints = st.one_of(
     st.integers(min_value=-(10**500), max_value=10**500),
     st.floats(allow_nan=True, allow_infinity=True),
