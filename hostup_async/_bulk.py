@@ -208,6 +208,8 @@ class _Workers:
     more CPU than the rest of the request path, and a worker that finishes moves on to its
     next item at once. One worker per request slot keeps the client's concurrency cap
     uncontended; items pulled and not yet taken by the reader never exceed ``window``.
+    Workers start one at a time, each when the one before it has pulled an item, so a
+    short input never gets more workers than it has items, whatever ``workers`` is.
     """
 
     def __init__(
@@ -237,8 +239,16 @@ class _Workers:
         self._stopping = False
         #: The first unexpected exception a worker met (the input itself raising, say).
         self.failure: BaseException | None = None
-        self._tasks = [self._loop.create_task(self._work()) for _ in range(workers)]
-        self._running = workers
+        self._max_workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = 0
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start one more worker, unless all are running or there is nothing left to pull."""
+        if len(self._tasks) < self._max_workers and not (self._exhausted or self._stopping):
+            self._running += 1
+            self._tasks.append(self._loop.create_task(self._work()))
 
     async def next_batch(self) -> deque[VMResult]:
         """Wait for and take every finished result; an empty batch means all are done."""
@@ -278,6 +288,7 @@ class _Workers:
                 if pulled is None or self._stopping:
                     self._ahead -= 1
                     return
+                self._start_worker()  # an item came: the input may have more for a next one
                 # Handed over without a local name: a worker holding on to its last result
                 # would keep a large usage log alive, and cache-cold, long after it is used.
                 self._hand_over(await self._fetch(*pulled))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncGenerator
 from types import TracebackType
 
@@ -13,14 +14,16 @@ from ._bulk import ProgressHook, VMIds, VMResult, fetch_vms, stream_vms
 from ._constants import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
+    MAX_CONCURRENCY_LIMIT,
 )
 from ._events import AttemptHook, ClientStats
-from ._exceptions import ClientClosedError
+from ._exceptions import ClientClosedError, ConfigurationError
 from ._models import (
     BILLING_DECODER,
     DETAILS_DECODER,
@@ -40,6 +43,7 @@ from ._validate import (
     check_count,
     check_hook,
     check_positive,
+    check_tls,
     check_user_agent,
     check_vmid,
 )
@@ -83,6 +87,11 @@ class HostUpClient:
     ``trust_env=True`` lets the client's own session use the proxy settings of the
     environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``~/.netrc``); a ``session``
     you pass keeps its own ``trust_env``.
+
+    Plain ``http://`` is refused for any host but loopback unless ``allow_http=True``;
+    ``tls`` takes an ``ssl.SSLContext`` or the path of a CA bundle to verify the server
+    with. A body larger than ``max_body_size`` bytes (after decompression) ends the
+    attempt with ``ResponseTooLargeError``.
     """
 
     def __init__(
@@ -101,15 +110,22 @@ class HostUpClient:
         on_retry: AttemptHook | None = None,
         user_agent: str | None = None,
         trust_env: bool = False,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        allow_http: bool = False,
+        tls: ssl.SSLContext | str | os.PathLike[str] | None = None,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
-        self.base_url = check_base_url(base_url)
+        if not isinstance(allow_http, bool):
+            raise TypeError(f"allow_http must be a bool, not {type(allow_http).__name__}")
+        self.base_url = check_base_url(base_url, allow_http=allow_http)
         """Root URL the endpoint paths are appended to."""
         self.rate_limit = check_positive("rate_limit", rate_limit, allow_none=True)
         """Configured requests per second for the whole client (``None``: none until a 429)."""
-        self.max_concurrency = check_count("max_concurrency", max_concurrency, minimum=1)
+        self.max_concurrency = check_count(
+            "max_concurrency", max_concurrency, minimum=1, maximum=MAX_CONCURRENCY_LIMIT
+        )
         """Most requests in flight at once."""
         self.timeout = check_positive("timeout", timeout)
         """Seconds allowed per attempt, unless a call overrides it."""
@@ -121,6 +137,13 @@ class HostUpClient:
             raise TypeError(
                 f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
             )
+        self.max_body_size = check_count("max_body_size", max_body_size, minimum=1)
+        """Most bytes of one answer's body (after decompression) the client reads."""
+        if tls is not None and session is not None:
+            raise ConfigurationError(
+                "pass tls= or session=, not both: give your own session's connector the TLS settings"
+            )
+        self._tls = check_tls(tls)
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError("retry_budget must be a RetryBudget")
         check_hook("on_attempt", on_attempt)
@@ -172,7 +195,20 @@ class HostUpClient:
         return self._closed
 
     async def aclose(self) -> None:
-        """Close the session this client opened (never a caller's own); safe to call twice."""
+        """Close the session this client opened (never a caller's own); safe to call twice.
+
+        Called from another event loop than the client's while that loop runs in another
+        thread, it closes the client there: only that loop can close its connections.
+        """
+        owner = self._loop
+        if (
+            owner is not None
+            and self._transport is not None
+            and owner is not asyncio.get_running_loop()
+            and owner.is_running()
+        ):
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
+            return
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
@@ -208,7 +244,11 @@ class HostUpClient:
                 # Our own session carries the headers itself: merging them into every
                 # request was a percent of a bulk fetch's CPU. A caller's session gets them
                 # per request, over its own defaults.
-                connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0)
+                connector = aiohttp.TCPConnector(
+                    limit=self.max_concurrency,
+                    limit_per_host=0,
+                    ssl=self._tls if self._tls is not None else True,
+                )
                 session = aiohttp.ClientSession(
                     connector=connector,
                     headers=headers,
@@ -228,6 +268,7 @@ class HostUpClient:
                 stats=self.stats,
                 on_attempt=self._on_attempt,
                 on_retry=self._on_retry,
+                max_body_size=self.max_body_size,
             )
         return self._transport
 

@@ -12,11 +12,15 @@ __all__ = [
     "BACKOFF_CAP",
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
+    "DECODE_OFF_LOOP_SIZE",
+    "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
+    "MAX_CONCURRENCY_LIMIT",
+    "MAX_VMID",
     "PAUSE_JITTER",
     "PAUSE_JITTER_CAP",
     "RATE_BURST_SECONDS",
@@ -39,6 +43,22 @@ DEFAULT_RATE_LIMIT = 10.0
 
 #: Requests in flight at once for a whole client (also the connection pool size).
 DEFAULT_MAX_CONCURRENCY = 10
+
+#: Highest ``max_concurrency`` a client accepts: far more connections than a machine's file
+#: descriptors allow gain nothing, and a bulk fetch's look-ahead window scales with it.
+MAX_CONCURRENCY_LIMIT = 10_000
+
+#: Largest vmid sent: the API's ids are signed 64-bit integers, so a larger one is a bug.
+MAX_VMID = 2**63 - 1
+
+#: Most bytes of one answer's body, after decompression, that a client reads by default.
+#: A year of hourly usage samples is about 3 MB; a larger body ends the attempt with
+#: ``ResponseTooLargeError`` while it streams in (a gzip bomb is stopped the same way).
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+
+#: Bodies of at least this many bytes are decoded in a worker thread, so decoding them
+#: does not hold up the event loop (a month of usage log is a few hundred kilobytes).
+DECODE_OFF_LOOP_SIZE = 1024 * 1024
 
 #: Seconds allowed for one attempt, from sending the request to reading the whole body.
 DEFAULT_TIMEOUT = 30.0

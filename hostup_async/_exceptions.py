@@ -3,7 +3,7 @@
 ```
 HostUpError
 ├── ConfigurationError          a client option or the API key is unusable (also a ValueError)
-├── InvalidVMIDError            a vmid below 1 (also a ValueError)
+├── InvalidVMIDError            a vmid below 1 or above 2**63 - 1 (also a ValueError)
 │   └── InvalidVMIDTypeError    a vmid that is not an int (also a TypeError)
 ├── ClientClosedError           the client was closed (also a RuntimeError)
 ├── APIError                    any non-2xx answer, or a 2xx with success: false
@@ -16,8 +16,11 @@ HostUpError
 ├── TransportError              connection refused or reset, body cut short
 │   └── RequestTimeoutError         an attempt ran past its timeout
 ├── RetryBudgetExhaustedError   retries suspended after sustained failure (fail fast)
+├── ResponseTooLargeError       a body above the client's max_body_size (not retried)
 └── DecodeError                 a 2xx body that is not JSON or does not fit the schema
 ```
+
+Every error pickles and copies with all its fields, so results can cross a process pool.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "RetryBudgetExhaustedError",
     "ServerError",
     "TransportError",
@@ -48,13 +52,25 @@ __all__ = [
 class HostUpError(Exception):
     """Base class of every error this SDK raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args), which keyword-only fields break:
+        # rebuild from the args and restore every attribute from __dict__ instead.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[HostUpError], args: tuple[Any, ...]) -> HostUpError:
+    """Recreate an error for pickle or copy without calling its ``__init__``."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class ConfigurationError(HostUpError, ValueError):
     """A client option or the API key is missing or unusable."""
 
 
 class InvalidVMIDError(HostUpError, ValueError):
-    """A vmid is not a positive integer; raised before any request is sent."""
+    """A vmid is not an integer from 1 to 2**63 - 1; raised before any request is sent."""
 
 
 class InvalidVMIDTypeError(InvalidVMIDError, TypeError):
@@ -145,6 +161,15 @@ class RetryBudgetExhaustedError(HostUpError):
         super().__init__(message)
         #: The error of the attempt that would have been retried.
         self.last_error = last_error
+
+
+class ResponseTooLargeError(HostUpError):
+    """An answer's body (decompressed) was larger than the client's ``max_body_size``."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        #: The limit the body went past, in bytes.
+        self.limit = limit
 
 
 class DecodeError(HostUpError):

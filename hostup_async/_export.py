@@ -22,7 +22,11 @@ def python_names(obj: Any) -> Any:
     if isinstance(obj, msgspec.Struct):
         return {name: python_names(getattr(obj, name)) for name in obj.__struct_fields__}
     if isinstance(obj, list):
-        return [python_names(item) for item in obj]
+        # Only lists of models are walked: a list of raw JSON (``pricing.addons``) holds no
+        # Struct, and walking one nested 900 deep would exhaust the recursion limit.
+        if any(isinstance(item, msgspec.Struct) for item in obj):
+            return [python_names(item) for item in obj]
+        return obj
     return obj  # the usage log's dict holds only plain Structs
 
 

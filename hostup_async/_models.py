@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from ._exceptions import APIError, DecodeError, error_for_status
+from ._exceptions import APIError, DecodeError, RateLimitError, error_for_status
 from ._lenient import lenient_decode
+from ._retry import parse_retry_after
 from ._secret import SecretStr
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "PricingCycle",
     "UsageSample",
     "VMDetails",
+    "api_error",
     "decode_billing_cycle",
     "decode_vm_details",
 ]
@@ -296,7 +298,7 @@ def _hour(key: str | datetime) -> datetime:
         try:
             stamp = msgspec.convert(key, datetime, strict=False)
         except msgspec.ValidationError:
-            raise ValueError(f"usage_log key {key!r} is not an RFC 3339 date-time") from None
+            raise ValueError(f"usage_log key {key!r:.60} is not an RFC 3339 date-time") from None
     elif isinstance(key, datetime):
         stamp = key
     else:
@@ -384,11 +386,31 @@ BILLING_DECODER = msgspec.json.Decoder(_Envelope[BillingCycle], strict=False)
 _STATUS = msgspec.json.Decoder(_Status, strict=False)
 
 
-def text_or_none(value: Any) -> str | None:
-    """Return a body field as text, or ``None`` when it is absent."""
+# Bounds on the server's text kept in an error: a message or a non-JSON body (an HTML
+# page), and a code or request id. A hostile server may send megabytes of either.
+_MAX_TEXT = 500
+_MAX_FIELD = 200
+# Deepest nesting of an error body kept as decoded JSON; real ones nest two or three deep.
+_MAX_DEPTH = 64
+
+
+def text_or_none(value: Any, limit: int = _MAX_FIELD) -> str | None:
+    """Return a body field as text of at most ``limit`` characters, or ``None`` when absent.
+
+    A field that is not a string (an object, a 400-digit number) is shown as JSON; one
+    that cannot be shown at all (nested too deep to encode) is named by its type.
+    """
     if value is None:
         return None
-    return value if isinstance(value, str) else str(value)
+    text: str
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = msgspec.json.encode(value).decode()
+        except (msgspec.EncodeError, TypeError, ValueError, RecursionError, OverflowError):
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
@@ -397,6 +419,76 @@ def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
         return _STATUS.decode(raw)
     except (msgspec.DecodeError, ValueError, RecursionError):
         return None
+
+
+def api_error(
+    status: int, raw: bytes | bytearray | memoryview | str, retry_after: str | None = None
+) -> APIError:
+    """Build the error for an answer that is one: a non-2xx status, or ``success: false``.
+
+    This is the one place an error is made from a server's answer. Every string taken
+    from it is cut to a bound; the transport masks the API key in the raw body before
+    this runs, so nothing here can carry it. A body that is not JSON (a gateway's HTML
+    page) maps by status, with its first characters as ``body``. ``retry_after`` is the
+    ``Retry-After`` header, read for a 429.
+    """
+    head = sniff_status(raw)
+    body: Any = None
+    if head is not None:
+        try:
+            body = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            body = None  # the error fields were readable; the rest need not be
+    if head is None or not _shallow(body):
+        # Not JSON, or JSON nested so deep that printing, copying or pickling the error
+        # would exhaust the recursion limit: keep the start of its text instead.
+        text = (
+            raw if isinstance(raw, str) else bytes(raw[: _MAX_TEXT * 4]).decode("utf-8", "replace")
+        )
+        body = text[:_MAX_TEXT]
+    message = code = request_id = None
+    if head is not None:
+        message = text_or_none(head.message, _MAX_TEXT) or text_or_none(head.error, _MAX_TEXT)
+        code = text_or_none(head.code)
+        request_id = text_or_none(head.request_id)
+    if not message:
+        message = (
+            f"the API answered {status} without an error message"
+            if status >= 300
+            else "the API reported success: false"
+        )
+    cls = error_for_status(status) if status >= 400 else APIError
+    if cls is RateLimitError:
+        hint = body.get("retryAfter") if isinstance(body, dict) else None
+        return RateLimitError(
+            message,
+            status=status,
+            code=code,
+            request_id=request_id,
+            body=body,
+            retry_after=parse_retry_after(hint, retry_after),
+        )
+    return cls(message, status=status, code=code, request_id=request_id, body=body)
+
+
+def _shallow(value: Any, limit: int = _MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists and objects at most ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (list, dict)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return False
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+    return True
+
+
+def _decode_error(message: str, head: _Status | None) -> DecodeError:
+    """Build the error for a 2xx body that does not decode; its text is cut to a bound."""
+    if len(message) > _MAX_TEXT:
+        message = message[:_MAX_TEXT] + "..."
+    request_id = text_or_none(head.request_id) if head is not None else None
+    return DecodeError(message, request_id=request_id)
 
 
 def unwrap(
@@ -408,47 +500,24 @@ def unwrap(
     except msgspec.ValidationError:
         head = sniff_status(raw)
         if head is not None and head.success is False:
-            raise _failure(head, status, raw) from None
+            raise api_error(status, raw) from None
         try:
             envelope = lenient_decode(raw, decoder.type, _secret_hook)
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-            request_id = text_or_none(head.request_id) if head is not None else None
-            raise DecodeError(
-                f"response body does not fit the schema: {exc}", request_id=request_id
-            ) from None
+            raise _decode_error(f"response body does not fit the schema: {exc}", head) from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # msgspec lets invalid UTF-8 inside a JSON string through as UnicodeDecodeError.
-        head = sniff_status(raw)
-        request_id = text_or_none(head.request_id) if head is not None else None
-        raise DecodeError(
-            f"response body is not valid JSON: {exc}", request_id=request_id
-        ) from None
+        raise _decode_error(f"response body is not valid JSON: {exc}", sniff_status(raw)) from None
     if not envelope.success:
-        raise _failure(envelope, status, raw)
+        raise api_error(status, raw)
     if envelope.data is None:
         raise DecodeError(
-            "response body has no `data` object - at `$.data`", request_id=envelope.request_id
+            "response body has no `data` object - at `$.data`",
+            request_id=text_or_none(envelope.request_id),
         )
     data = envelope.data
     data.request_id = envelope.request_id
     return data
-
-
-def _failure(head: _Status | _Envelope[Any], status: int, raw: Any) -> APIError:
-    """Build the error for a 2xx answer that says ``success: false``."""
-    cls = error_for_status(status) if status >= 400 else APIError
-    body: Any
-    try:
-        body = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, ValueError, RecursionError):
-        body = None  # the error fields were readable; the rest need not be
-    return cls(
-        text_or_none(head.message) or text_or_none(head.error) or "the API reported success: false",
-        status=status,
-        code=text_or_none(head.code),
-        request_id=text_or_none(head.request_id),
-        body=body,
-    )
 
 
 def decode_vm_details(
@@ -468,8 +537,8 @@ def without_usage_log(view: Any) -> VMDetails:
     except (TypeError, ValueError) as exc:
         # The view holds the dates as text, so they are checked here, not by msgspec.
         raise DecodeError(
-            f"response body does not fit the schema: {exc} - at `$.data`",
-            request_id=view.request_id,
+            f"response body does not fit the schema: {exc} - at `$.data`"[:_MAX_TEXT],
+            request_id=text_or_none(view.request_id),
         ) from None
 
 

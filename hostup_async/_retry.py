@@ -39,6 +39,11 @@ __all__ = [
 _MAX_SERVER_WAIT = 3600.0
 # A reset above this is a Unix time, not seconds from now (a year in seconds is far below).
 _EPOCH_SECONDS = 1_000_000_000.0
+# Bounds on what a retry hint may be before it is read: numbers are clamped here (above
+# any Unix time, and far above any cap applied after reading), and text longer than any
+# date or number is junk.
+_MAX_HINT = 10**12
+_MAX_HINT_TEXT = 64
 
 
 def parse_retry_after(
@@ -60,18 +65,23 @@ def _seconds(value: Any, now: float | None) -> float | None:
     """Read one retry hint: a number, a numeric string, or an HTTP date."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
+    if isinstance(value, int):
+        # A 400-digit JSON number is a Python int that float() cannot hold: clamp it.
+        seconds = float(min(max(value, 0), _MAX_HINT))
+    elif isinstance(value, float):
+        seconds = value
+    elif isinstance(value, str) and len(value) <= _MAX_HINT_TEXT:
+        text = value.strip()
         try:
             seconds = float(text)
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
-                return None
-            seconds = when.timestamp() - (time.time() if now is None else now)
+                seconds = when.timestamp() - (time.time() if now is None else now)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None  # not a date, or a year no datetime can hold
+    else:
+        return None  # a list, an object, or text far too long to be a wait
     if math.isnan(seconds) or math.isinf(seconds):
         return None
     return max(seconds, 0.0)

@@ -7,29 +7,27 @@ import logging
 import time
 from collections.abc import Callable
 from logging import DEBUG
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
-import msgspec
 from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
 
+from ._answer import Answer as _Answer
+from ._answer import interpret, read_body
+from ._constants import DECODE_OFF_LOOP_SIZE, DEFAULT_MAX_BODY_SIZE
 from ._events import AttemptEvent, AttemptHook, ClientStats
 from ._exceptions import (
-    APIError,
     ClientClosedError,
-    DecodeError,
     HostUpError,
     RateLimitError,
     RequestTimeoutError,
     RetryBudgetExhaustedError,
     TransportError,
-    error_for_status,
 )
 from ._models import sniff_status
-from ._models import text_or_none as _text
 from ._pacing import Pacer, PauseTooLong
-from ._retry import RetryBudget, is_retryable, parse_retry_after, retry_delay, server_wait_of
-from ._secret import MASK
+from ._retry import RetryBudget, is_retryable, retry_delay, server_wait_of
+from ._secret import Redactor
 
 __all__ = ["Transport", "logger"]
 
@@ -38,19 +36,9 @@ logger = logging.getLogger("hostup_async")
 
 T = TypeVar("T")
 
-_MAX_ERROR_TEXT = 500
-
-
-class _Answer:
-    """What one attempt got back: status, headers, the whole body, and when it was sent."""
-
-    __slots__ = ("body", "headers", "sent_at", "status")
-
-    def __init__(self, status: int, headers: Any, body: bytes, sent_at: float) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.sent_at = sent_at
+# Distinct per-call timeouts whose aiohttp ClientTimeout is kept; past this the cache is
+# cleared, so a caller passing a fresh timeout on every call cannot grow it without bound.
+_TIMEOUTS_KEPT = 64
 
 
 class Transport:
@@ -69,6 +57,7 @@ class Transport:
         stats: ClientStats,
         on_attempt: AttemptHook | None,
         on_retry: AttemptHook | None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         self._session = session
         # Request URLs are built from the parsed base URL with a pre-encoded path: parsing
@@ -77,7 +66,8 @@ class Transport:
         self._base_url = URL(base_url)
         self._base_path = self._base_url.raw_path.rstrip("/")
         self._headers = headers
-        self._secret = secret
+        self._redactor = Redactor(secret)
+        self._max_body_size = max_body_size
         self._pacer = pacer
         self._slots = asyncio.Semaphore(max_concurrency)
         self._budget = budget
@@ -120,7 +110,11 @@ class Transport:
                 started = time.perf_counter()  # latency excludes the wait for the limiter
                 try:
                     answer = await self._send(path, timeout, sent_at)
-                    result = self._interpret(answer, decode)
+                    result = (
+                        self._interpret(answer, decode)
+                        if len(answer.body) < DECODE_OFF_LOOP_SIZE
+                        else await self._interpret_off_loop(answer, decode)
+                    )
                 except HostUpError as exc:
                     error: HostUpError | None = exc
                 else:
@@ -222,19 +216,20 @@ class Transport:
                 allow_redirects=False,
                 raise_for_status=False,  # a caller's session may say otherwise; we map statuses
             ) as response:
-                body = await response.read()
+                body = await read_body(response, self._max_body_size, f"GET {path}")
                 return _Answer(response.status, response.headers, body, sent_at)
         except asyncio.TimeoutError:
             failure = RequestTimeoutError(f"GET {path} took longer than its {timeout:g} s timeout")
         except aiohttp.ClientPayloadError as exc:
-            failure = TransportError(f"GET {path}: the response body was cut short ({exc})")
+            text = self._redactor.text(str(exc))[:500]
+            failure = TransportError(f"GET {path}: the response body was cut short ({text})")
         except (aiohttp.ClientError, RuntimeError) as exc:
             # Closing the client mid-request surfaces from aiohttp as a connection error
             # or a RuntimeError("Session is closed"): say what really happened.
             if self.closed or self._session.closed:
                 failure = self._closed_error(path)
             elif isinstance(exc, aiohttp.ClientError):
-                text = self._redact(str(exc)) or type(exc).__name__
+                text = self._redactor.text(str(exc))[:500] or type(exc).__name__
                 failure = TransportError(f"GET {path} failed: {text}")
             else:
                 raise
@@ -251,83 +246,22 @@ class Transport:
         """Return the aiohttp timeout for ``seconds``, built once per value (it is on the hot path)."""
         timeout = self._timeouts.get(seconds)
         if timeout is None:
+            if len(self._timeouts) >= _TIMEOUTS_KEPT:
+                self._timeouts.clear()
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
     def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
-        """Decode a 2xx answer, or build the typed error for any other status."""
-        if 200 <= answer.status < 300:
-            try:
-                return decode(answer.body, answer.status)
-            except APIError as exc:  # success: false; its text came from the server
-                raise self._redact_error(exc) from None
-            except HostUpError:
-                raise
-            except (ValueError, TypeError, RecursionError) as exc:
-                # Defence in depth: whatever a decoder lets slip (such as a UnicodeDecodeError
-                # from invalid UTF-8 inside a string), callers only ever see HostUp errors.
-                raise DecodeError(
-                    f"response body could not be decoded ({type(exc).__name__})",
-                    request_id=_text(getattr(sniff_status(answer.body), "request_id", None)),
-                ) from None
-        raise self._api_error(answer)
-
-    def _api_error(self, answer: _Answer) -> APIError:
-        """Build the error for a non-2xx answer; a non-JSON body (an HTML page) maps by status."""
-        status = answer.status
-        if status == 429:
+        """Turn an answer into a result or a HostUp error (see ``_answer.interpret``)."""
+        if answer.status == 429:
             self._stats.rate_limited += 1
-        head = sniff_status(answer.body)
-        body: Any
-        if head is not None:
-            try:
-                body = self._redact_value(msgspec.json.decode(answer.body))
-            except (msgspec.DecodeError, ValueError, RecursionError):
-                head = None  # JSON-shaped, but not valid (bad UTF-8) or absurdly deep
-        if head is not None:
-            message = _text(head.message) or _text(head.error)
-            code = _text(head.code)
-            request_id = _text(head.request_id)
-        else:
-            body = self._redact(answer.body[:_MAX_ERROR_TEXT].decode("utf-8", "replace"))
-            message, code, request_id = None, None, None
-        message = self._redact(message or f"the API answered {status} without an error message")
-        cls = error_for_status(status)
-        if cls is RateLimitError:
-            retry_after = parse_retry_after(
-                body.get("retryAfter") if isinstance(body, dict) else None,
-                answer.headers.get("Retry-After"),
-            )
-            return RateLimitError(
-                message,
-                status=status,
-                code=code,
-                request_id=request_id,
-                body=body,
-                retry_after=retry_after,
-            )
-        return cls(message, status=status, code=code, request_id=request_id, body=body)
+        return interpret(answer, decode, self._redactor)
 
-    def _redact_error(self, error: APIError) -> APIError:
-        """Remove the API key from an error built from a server's body, should it echo it."""
-        error.message = self._redact(error.message)
-        error.body = self._redact_value(error.body)
-        error.args = (error.message, *error.args[1:])
-        return error
-
-    def _redact_value(self, value: Any) -> Any:
-        """Redact a decoded JSON value: strings, and the strings inside lists and dicts."""
-        if isinstance(value, str):
-            return self._redact(value)
-        if isinstance(value, list):
-            return [self._redact_value(v) for v in value]
-        if isinstance(value, dict):
-            return {self._redact_value(k): self._redact_value(v) for k, v in value.items()}
-        return value
-
-    def _redact(self, text: str) -> str:
-        """Remove the API key from text that came from elsewhere, should it ever echo it."""
-        return text.replace(self._secret, MASK) if self._secret in text else text
+    async def _interpret_off_loop(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
+        """Like ``_interpret``, in a worker thread: a large body's decode must not stall the loop."""
+        if answer.status == 429:
+            self._stats.rate_limited += 1
+        return await asyncio.to_thread(interpret, answer, decode, self._redactor)
 
     def _report(
         self,

@@ -39,6 +39,7 @@ from ._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
+    MAX_CONCURRENCY_LIMIT,
 )
 from ._events import AttemptEvent
 from ._exceptions import (
@@ -890,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--no-usage-log", dest="usage_log", action="store_false", help=no_usage_log)
     fetch.add_argument(
         "--concurrency",
-        type=_int_in("an integer", 1),
+        type=_int_in("an integer", 1, MAX_CONCURRENCY_LIMIT),
         default=DEFAULT_MAX_CONCURRENCY,
         metavar="N",
         help="requests in flight (default: %(default)s)",
