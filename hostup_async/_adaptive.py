@@ -50,18 +50,25 @@ _MAX_KEPT = 50_000
 class Decision:
     """What the policy decided about one refusal: how long to pause, and the new rate."""
 
-    __slots__ = ("measured", "pause", "rate")
+    __slots__ = ("asked", "measured", "pause", "rate")
 
-    def __init__(self, pause: float, rate: float | None, measured: float | None) -> None:
-        #: Seconds the whole client holds back from now.
+    def __init__(
+        self, pause: float, asked: float, rate: float | None, measured: float | None
+    ) -> None:
+        #: Seconds the whole client holds back from now (at most ``max_pause``).
         self.pause = pause
+        #: Seconds the server asked for, which may be more.
+        self.asked = asked
         #: The rate from now on, or ``None`` when this refusal leaves it as it is.
         self.rate = rate
         #: Requests per second the server was measured to accept, if it was measured.
         self.measured = measured
 
     def __repr__(self) -> str:
-        return f"Decision(pause={self.pause!r}, rate={self.rate!r}, measured={self.measured!r})"
+        return (
+            f"Decision(pause={self.pause!r}, asked={self.asked!r}, rate={self.rate!r}, "
+            f"measured={self.measured!r})"
+        )
 
 
 class AdaptiveRate:
@@ -78,6 +85,7 @@ class AdaptiveRate:
         "backoff",
         "ceiling",
         "lowered",
+        "max_pause",
     )
 
     def __init__(
@@ -86,6 +94,7 @@ class AdaptiveRate:
         *,
         backoff: float = ADAPTIVE_BACKOFF,
         plateau: float = ADAPTIVE_PLATEAU,
+        max_pause: float = math.inf,
     ) -> None:
         #: Configured requests per second, the most the rate grows back to (``None``: none).
         self.ceiling = ceiling
@@ -93,6 +102,8 @@ class AdaptiveRate:
         self.backoff = backoff
         #: Times a refusal lowered the rate.
         self.lowered = 0
+        #: Most seconds a refusal pauses the client, whatever the server asks.
+        self.max_pause = max_pause
         self._plateau = plateau
         self._sends: deque[float] = deque(maxlen=_MAX_KEPT)
         self._refused: deque[float] = deque(maxlen=_MAX_KEPT)
@@ -114,14 +125,15 @@ class AdaptiveRate:
         the request got through but the server said its quota is spent (a remaining count
         of 0): the same decision, without counting that request as refused.
         """
-        pause = RATE_LIMIT_PAUSE if wait is None else wait
+        asked = RATE_LIMIT_PAUSE if wait is None else wait
+        pause = min(asked, self.max_pause)
         if refused:
             self._refused.append(sent_at)
         if sent_at < self._epoch:
-            return Decision(pause, None, None)  # the same burst: already acted on
-        measured = self._measure(sent_at, pause, including=not refused)
+            return Decision(pause, asked, None, None)  # the same burst: already acted on
+        measured = self._measure(sent_at, asked, including=not refused)
         if measured is None:
-            return Decision(pause, None, None)  # nothing got through: only the pause
+            return Decision(pause, asked, None, None)  # nothing got through: only the pause
         current = self.rate_at(now)
         took = min(measured, current or math.inf)
         rate = max(ADAPTIVE_MIN_RATE, took * self.backoff)
@@ -130,7 +142,7 @@ class AdaptiveRate:
         self._resume = now + pause
         self._epoch = now
         self.lowered += 1
-        return Decision(pause, rate, measured)
+        return Decision(pause, asked, rate, measured)
 
     def rate_at(self, now: float) -> float | None:
         """Requests per second allowed at ``now`` (``None``: no limit)."""
@@ -140,7 +152,10 @@ class AdaptiveRate:
         # CUBIC: floor at the pause's end, flat at the target after the plateau, then faster.
         k = self._plateau
         t = max(0.0, now - self._resume)
-        rate = target + (target - self._floor) * ((t - k) / k) ** 3
+        # Never a flat line, even from the minimum rate: the climb after the plateau is at
+        # least as steep as a full back-off would make it.
+        amplitude = max(target - self._floor, target * (1.0 - self.backoff))
+        rate = max(self._floor, target + amplitude * ((t - k) / k) ** 3)
         if self.ceiling is not None and rate >= self.ceiling:
             return self.ceiling
         return rate

@@ -117,7 +117,7 @@ class LocalPacer:
         #: Most seconds one refusal pauses the client, whatever the server asks.
         self.max_pause = max_pause
         self._clock: Clock = clock if clock is not None else LoopClock()
-        self._policy = AdaptiveRate(rate_limit)
+        self._policy = AdaptiveRate(rate_limit, max_pause=max_pause)
         self._bucket: SendBucket | None = None
         self._refresh_at = -math.inf
         self._paused_until = -math.inf
@@ -143,8 +143,13 @@ class LocalPacer:
         return self._policy.lowered
 
     def paused_for(self) -> float:
-        """Seconds left of the pause after a refusal (0 when there is none)."""
-        return max(0.0, self._paused_until - self._clock.now())
+        """Seconds left of the pause after a refusal (0 when there is none).
+
+        While paused, a server that asked for longer than the pause lasts gives that.
+        """
+        now = self._clock.now()
+        left = self._paused_until - now
+        return 0.0 if left <= 0 else max(left, self._asked_until - now)
 
     def try_acquire(self) -> float | None:
         """Take a send permit at once if no waiting is needed; ``None`` means ``acquire()``.
@@ -184,6 +189,7 @@ class LocalPacer:
 
     def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
+        self._asked_until = -math.inf  # the server takes requests again: its long wait is over
         if headers is None:
             return
         wait = quota_spent_wait(headers)
@@ -200,8 +206,10 @@ class LocalPacer:
         """Nothing to release: a local pacer holds no connection."""
 
     def _apply(self, now: float, decision: Decision) -> None:
-        self._asked_until = max(self._asked_until, now + decision.pause)
-        pause = min(decision.pause, self.max_pause)
+        if now >= self._paused_until:
+            self._asked_until = -math.inf  # a new pause: an older request no longer counts
+        self._asked_until = max(self._asked_until, now + decision.asked)
+        pause = decision.pause
         if now + pause > self._paused_until:
             self._paused_until = now + pause
             self._spread = pause_spread(pause)

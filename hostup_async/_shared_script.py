@@ -83,7 +83,8 @@ local function rate_at(t)
   if target == nil then return ceiling end
   local k = @PLATEAU@
   local x = math.max(0, t - resume) - k
-  local r = target + (target - floor) * (x / k) * (x / k) * (x / k)
+  local amplitude = math.max(target - floor, target * (1 - @BACKOFF@))
+  local r = math.max(floor, target + amplitude * (x / k) * (x / k) * (x / k))
   if ceiling ~= nil and r >= ceiling then return ceiling end
   return r
 end
@@ -156,7 +157,8 @@ elseif op == 'r' or op == 'k' then
   local sent_at = tonumber(ARGV[6])
   local wait = tonumber(ARGV[7])
   local refused = op == 'r'
-  local pause = wait or @DEFAULT_PAUSE@
+  local asked = wait or @DEFAULT_PAUSE@
+  local pause = math.min(asked, max_pause)
   redis.call('ZREMRANGEBYSCORE', rs, '-inf', '(' .. horizon)
   if refused then
     seq = seq + 1
@@ -164,7 +166,7 @@ elseif op == 'r' or op == 'k' then
   end
   local rate, measured = nil, nil
   if sent_at >= epoch then
-    measured = measure(sent_at, pause, not refused)
+    measured = measure(sent_at, asked, not refused)
     if measured ~= nil then
       local took = measured
       local current = rate_at(now)
@@ -177,7 +179,6 @@ elseif op == 'r' or op == 'k' then
       lowered = lowered + 1
     end
   end
-  pause = math.min(pause, max_pause)
   if now + pause > paused then paused = now + pause end
   local r = rate_at(now)
   if r ~= nil then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from logging import DEBUG
@@ -26,7 +27,7 @@ from ._exceptions import (
 )
 from ._models import sniff_status
 from ._pacing import Pacer, PauseTooLong
-from ._retry import RetryBudget, is_retryable, retry_delay, server_wait_of
+from ._retry import RetryBudget, is_retryable, pause_spread, retry_delay, server_wait_of
 from ._secret import Redactor
 
 __all__ = ["Transport", "logger"]
@@ -99,6 +100,8 @@ class Transport:
         while True:
             attempt += 1
             answer: _Answer | None = None
+            if self._pacer.paused_for() > 0:
+                await self._sit_out_pause(path, max_retry_after)  # holding no slot
             # The slot is held for one attempt only: backoff sleeps below let others run.
             # (acquire/release, not `async with`: two coroutines fewer on the hot path.)
             await self._slots.acquire()
@@ -193,14 +196,28 @@ class Transport:
             raise self._closed_error(path)
         refusal = turn.exception()
         if isinstance(refusal, PauseTooLong):
-            left = refusal.seconds
-            raise RateLimitError(
-                f"GET {path} not sent: the client is pausing {left:.0f} s after a 429, "
-                f"longer than max_retry_after ({max_pause:g} s)",
-                status=429,
-                retry_after=left,
-            )
+            raise self._pause_error(path, refusal.seconds, max_pause)
         return turn.result()
+
+    async def _sit_out_pause(self, path: str, max_pause: float) -> None:
+        """Wait out a 429 pause before taking a slot, so paused calls hold none."""
+        while (left := self._pacer.paused_for()) > 0:
+            if left > max_pause:
+                raise self._pause_error(path, left, max_pause)
+            # Rechecked every second at most (a refusal may extend the pause); each call
+            # wakes at its own point a little after it, never before.
+            await self._nap(min(left, 1.0) + pause_spread(left) * random.random())
+            if self.closed:
+                raise self._closed_error(path)
+
+    def _pause_error(self, path: str, left: float, max_pause: float) -> RateLimitError:
+        """Build the error for a call that will not wait as long as the server asked."""
+        return RateLimitError(
+            f"GET {path} not sent: the server asked for a wait of {left:.0f} s more after "
+            f"a 429, longer than max_retry_after ({max_pause:g} s)",
+            status=429,
+            retry_after=left,
+        )
 
     async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:
         """Make one HTTP exchange and read the whole body; map transport errors."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hostup_async import AttemptEvent, HostUpClient, RateLimitError
+from hostup_async import AttemptEvent, ClientClosedError, HostUpClient, RateLimitError
 from hostup_async._adaptive import AdaptiveRate
 from hostup_async._bucket import SendBucket
 from hostup_async._pacing import LocalPacer, PauseTooLong
@@ -250,11 +250,14 @@ async def test_a_call_that_will_not_wait_as_long_as_the_server_asks_ends_at_once
     pacer = LocalPacer(10.0, clock=clock, max_pause=60.0)
     sent_at = await pacer.acquire()
     pacer.on_rate_limited(sent_at, 3600.0)
-    assert pacer.paused_for() == 60.0  # the pause itself is bounded by max_pause
+    assert pacer.paused_for() == 3600.0  # what the server asked for
     with pytest.raises(PauseTooLong) as caught:
         await pacer.acquire(max_pause=60.0)
     assert caught.value.seconds == 3600.0
     assert clock.time == sent_at  # no time was spent waiting
+    clock.time += 60.0  # but the pause itself is bounded by max_pause
+    assert pacer.paused_for() == 0.0
+    assert await pacer.acquire(max_pause=60.0) == sent_at + 60.0
 
 
 async def test_a_spent_quota_pauses_before_the_first_429() -> None:
@@ -362,3 +365,57 @@ async def test_client_wide_pause_wakes_requests_spread_out_never_early(fake: Fak
     assert len(others) == 20
     assert min(others) - refused_at >= 0.3  # never before the server's wait is over
     assert max(others) - min(others) > 0.005  # and not all in the same instant
+
+
+def test_the_rate_climbs_back_even_from_the_minimum() -> None:
+    policy = AdaptiveRate(100.0, plateau=10.0)
+    policy.on_send(99.5)
+    decision = policy.on_refused(100.0, 100.0, 10.0)  # a light client, a long wait
+    assert decision.rate == pytest.approx(0.5)
+    later = policy.rate_at(110.0 + 60.0)
+    assert later is not None and later > 1.0
+
+
+def test_the_pause_and_its_curve_are_bounded_by_max_pause() -> None:
+    policy = AdaptiveRate(100.0, plateau=10.0, max_pause=60.0)
+    sent(policy, 100, 99.0, 100.0)
+    decision = policy.on_refused(100.0, 100.0, 3600.0)
+    assert (decision.pause, decision.asked) == (60.0, 3600.0)
+    rested = policy.rate_at(160.0 + 10.0)  # the curve starts when the bounded pause ends
+    assert rested is not None and rested > decision.rate  # type: ignore[operator]
+
+
+async def test_a_long_ask_is_forgotten_once_the_server_takes_requests_again() -> None:
+    clock = ManualClock()
+    pacer = LocalPacer(None, clock=clock, max_pause=2.0)
+    sent_at = await pacer.acquire()
+    pacer.on_rate_limited(sent_at, 3600.0)
+    assert pacer.paused_for() == 3600.0  # what the server asked, while the pause lasts
+    clock.time += 2.0  # the bounded pause is over
+    sent_at = await pacer.acquire(max_pause=2.0)
+    pacer.on_accepted(sent_at, None)
+    pacer.on_rate_limited(sent_at, 1.0)  # a short pause later on
+    assert pacer.paused_for() == pytest.approx(1.0)
+    assert await pacer.acquire(max_pause=2.0) >= sent_at + 1.0
+
+
+async def test_calls_sitting_out_a_pause_hold_no_slot_a_bounded_call_needs(
+    fake: FakeHostUp,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=30), vmid=1)
+    refused = asyncio.Event()
+
+    def on_attempt(event: AttemptEvent) -> None:
+        if event.status == 429:
+            refused.set()
+
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=2, on_attempt=on_attempt
+    ) as client:
+        waiting = [asyncio.create_task(client.get_billing_cycle(v)) for v in (1, 2, 3)]
+        await refused.wait()  # vmid 1 got the 429: every call now sits out 30 s
+        with pytest.raises(RateLimitError, match="max_retry_after"):
+            await client.get_billing_cycle(4, max_retry_after=1)
+    ended = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(e, ClientClosedError) for e in ended)
+    assert fake.stats.requests == 1
