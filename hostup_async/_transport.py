@@ -201,14 +201,18 @@ class Transport:
 
     async def _sit_out_pause(self, path: str, max_pause: float) -> None:
         """Wait out a 429 pause before taking a slot, so paused calls hold none."""
-        while (left := self._pacer.paused_for()) > 0:
-            if left > max_pause:
-                raise self._pause_error(path, left, max_pause)
-            # Rechecked every second at most (a refusal may extend the pause); each call
-            # wakes at its own point a little after it, never before.
-            await self._nap(min(left, 1.0) + pause_spread(left) * random.random())
-            if self.closed:
-                raise self._closed_error(path)
+        asked = time.perf_counter()
+        try:
+            while (left := self._pacer.paused_for()) > 0:
+                if left > max_pause:
+                    raise self._pause_error(path, left, max_pause)
+                # Rechecked every second at most (a refusal may extend the pause); each
+                # call wakes at its own point a little after it, never before.
+                await self._nap(min(left, 1.0) + pause_spread(left) * random.random())
+                if self.closed:
+                    raise self._closed_error(path)
+        finally:
+            self._stats.throttle_wait += time.perf_counter() - asked
 
     def _pause_error(self, path: str, left: float, max_pause: float) -> RateLimitError:
         """Build the error for a call that will not wait as long as the server asked."""
