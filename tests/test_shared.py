@@ -254,3 +254,49 @@ async def test_sharing_resumes_when_redis_is_back(
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("Redis is back" in m for m in messages) == 1
+
+
+async def test_a_read_only_redis_is_paced_around_and_sharing_resumes(
+    own_redis: RedisServer, fake: FakeHostUp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hostup_async")
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        async with HostUpClient(
+            API_KEY, base_url=fake.url, rate_limit=200, shared_limit=own_redis.url
+        ) as client:
+            pacer = client._pacer
+            assert isinstance(pacer, SharedPacer)
+            await client.fetch_vms(range(1, 11), usage_log=False)
+            await admin.replicaof("127.0.0.1", free_port())  # read-only
+            results = await client.fetch_vms(range(11, 81), usage_log=False)
+            assert all(r.ok for r in results) and not pacer.sharing
+            await admin.replicaof("NO", "ONE")
+            while not pacer.sharing:  # the reconnect's next try: wait for it, no time asserted
+                await client.get_vm_details(1, usage_log=False)
+                await asyncio.sleep(0.05)
+    finally:
+        await admin.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
+    assert sum("Redis is unavailable" in m for m in messages) == 1
+    assert sum("Redis is back" in m for m in messages) == 1
+
+
+async def test_a_redis_that_stops_answering_is_paced_around(
+    own_redis: RedisServer, fake: FakeHostUp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hostup_async")
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        async with HostUpClient(
+            API_KEY, base_url=fake.url, rate_limit=200, shared_limit=own_redis.url
+        ) as client:
+            await client.fetch_vms(range(1, 11), usage_log=False)
+            await admin.client_pause(3000)  # up, but answers nobody for 3 s
+            results = await client.fetch_vms(range(11, 81), usage_log=False)
+            assert all(r.ok for r in results)
+            assert client.stats.shared_fallback > 0
+    finally:
+        await admin.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
+    assert sum("Redis is unavailable" in m for m in messages) == 1
