@@ -112,16 +112,20 @@ def fake_server(hours: int, **options: Any) -> Iterator[str]:
     Its own process, so its CPU is not the client's and the two share the machine's cores
     as a real client and server would not: the figures are ratios for that reason.
     """
+    with server_process(
+        "benchmarks._server", "--hours", str(hours), "--fake", json.dumps(options)
+    ) as url:
+        yield url
+
+
+@contextmanager
+def server_process(module: str, *args: str) -> Iterator[str]:
+    """Run ``python -m module *args``, which prints ``URL <base url>`` once serving; yield it.
+
+    The server stops when its standard input closes, so it never outlives the benchmark.
+    """
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks._server",
-            "--hours",
-            str(hours),
-            "--fake",
-            json.dumps(options),
-        ],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

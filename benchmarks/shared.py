@@ -26,7 +26,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from ._harness import ROOT, Table
+from ._harness import ROOT, Table, server_process
 from ._targets import Target
 
 TITLE = "One key, many processes"
@@ -127,27 +127,8 @@ async def _work(options: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def _server(limit: int | None) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.shared", "server", json.dumps(limit)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("URL "):
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process("benchmarks.shared", "server", json.dumps(limit)) as url:
+        yield url
 
 
 def _redis_binary() -> str:
