@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hostup_async import AttemptEvent, HostUpClient
-from hostup_async._bucket import SendBucket
+from hostup_async._pacing.bucket import SendBucket
 
 from ._harness import Table, fake_server
 from ._server import API_KEY

@@ -23,6 +23,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._export import to_builtins
+from ._http.retry import RetryBudget
 from ._models import (
     BandwidthUsage,
     BillingCycle,
@@ -35,7 +36,6 @@ from ._models import (
     decode_billing_cycle,
     decode_vm_details,
 )
-from ._retry import RetryBudget
 from ._secret import SecretStr
 from ._version import __version__
 

@@ -25,6 +25,8 @@ from ._constants import (
 )
 from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
+from ._http.retry import RetryBudget
+from ._http.transport import Transport
 from ._models import (
     BILLING_DECODER,
     DETAILS_DECODER,
@@ -35,9 +37,7 @@ from ._models import (
     without_usage_log,
 )
 from ._pacing import LocalPacer, Pacer
-from ._retry import RetryBudget
 from ._secret import SecretStr
-from ._transport import Transport
 from ._validate import (
     check_api_key,
     check_base_url,
@@ -173,7 +173,7 @@ class HostUpClient:
         if shared_limit is None:
             self._pacer = LocalPacer(self.rate_limit, max_pause=self.max_retry_after)
         else:
-            from ._shared import SharedPacer, namespace_for, redis_from  # needs the extra
+            from ._pacing.shared import SharedPacer, namespace_for, redis_from  # needs the extra
 
             redis, owned = redis_from(shared_limit)
             self._pacer = SharedPacer(

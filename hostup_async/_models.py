@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from ._exceptions import APIError, DecodeError, RateLimitError, error_for_status
+from ._http.retry import parse_retry_after
 from ._lenient import lenient_decode
-from ._retry import parse_retry_after
 from ._secret import SecretStr
 
 __all__ = [

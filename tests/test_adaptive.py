@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from hostup_async import AttemptEvent, ClientClosedError, HostUpClient, RateLimitError
-from hostup_async._adaptive import AdaptiveRate
-from hostup_async._bucket import SendBucket
+from hostup_async._http.retry import quota_spent_wait
 from hostup_async._pacing import LocalPacer, PauseTooLong
-from hostup_async._retry import quota_spent_wait
+from hostup_async._pacing.adaptive import AdaptiveRate
+from hostup_async._pacing.bucket import SendBucket
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY

@@ -19,7 +19,7 @@ from hostup_async import (
     ServerError,
     TransportError,
 )
-from hostup_async._retry import backoff_delay, parse_retry_after, pause_spread, retry_delay
+from hostup_async._http.retry import backoff_delay, parse_retry_after, pause_spread, retry_delay
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY

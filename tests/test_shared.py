@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from hostup_async import ConfigurationError, HostUpClient
 from hostup_async._pacing import PauseTooLong
-from hostup_async._shared import SharedPacer, namespace_for
+from hostup_async._pacing.shared import SharedPacer, namespace_for
 from hostup_async.testing import FakeHostUp
 
 from .conftest import (

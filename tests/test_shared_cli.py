@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from hostup_async._shared import namespace_for
+from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp
 
 from .conftest import API_KEY, RedisServer

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import pytest
 import redis.asyncio as aioredis
 
-from hostup_async._adaptive import AdaptiveRate
 from hostup_async._constants import ADAPTIVE_BACKOFF
-from hostup_async._shared import SharedPacer
+from hostup_async._pacing.adaptive import AdaptiveRate
+from hostup_async._pacing.shared import SharedPacer
 
 from .conftest import RedisServer
 from .test_adaptive import MEASURES

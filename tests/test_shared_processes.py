@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from hostup_async._shared import namespace_for
+from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY, RedisServer, most_in_one_second, redis_server_binary, scores

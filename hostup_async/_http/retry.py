@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._constants import (
+from .._constants import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     PAUSE_JITTER,
@@ -17,7 +17,7 @@ from ._constants import (
     RATE_LIMIT_PAUSE,
     RETRYABLE_STATUSES,
 )
-from ._exceptions import (
+from .._exceptions import (
     APIError,
     DecodeError,
     HostUpError,

@@ -1,7 +1,7 @@
 """``SharedPacer``: one rate limit, one 429 pause and one adaptive rate for every client on a key.
 
 Every client built with the same API key, base URL and Redis shares the pacing state kept
-in Redis by one Lua script (``_shared_script``): each decision is one round trip, atomic,
+in Redis by one Lua script (``shared_script``): each decision is one round trip, atomic,
 on Redis' clock. A send permit is a reserved send time: the waiter sleeps locally until
 then, so nobody polls. Concurrent waiters of one client share a round trip: the call in
 flight takes the slots of everyone queued behind it.
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._constants import (
+from .._constants import (
     DEFAULT_MAX_RETRY_AFTER,
     RATE_LIMIT_PAUSE,
     SHARED_BACKOFF_CAP,
@@ -35,11 +35,11 @@ from ._constants import (
     SHARED_LEASE_MAX,
     SHARED_TIMEOUT,
 )
-from ._events import ClientStats
-from ._exceptions import ConfigurationError
-from ._pacing import Clock, LocalPacer, LoopClock, PauseTooLong
-from ._retry import pause_spread, quota_spent_wait
-from ._shared_script import SCRIPT
+from .._events import ClientStats
+from .._exceptions import ConfigurationError
+from .._http.retry import pause_spread, quota_spent_wait
+from .pacer import Clock, LocalPacer, LoopClock, PauseTooLong
+from .shared_script import SCRIPT
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

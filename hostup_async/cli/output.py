@@ -6,9 +6,9 @@ import csv
 import io
 from typing import Any, Protocol
 
-from ._bulk import VMResult
-from ._exceptions import APIError, HostUpError
-from ._export import json_encoder, python_names
+from .._bulk import VMResult
+from .._exceptions import APIError, HostUpError
+from .._export import json_encoder, python_names
 
 __all__ = ["FORMATS", "Formatter", "error_object", "error_text", "formatter", "result_object"]
 

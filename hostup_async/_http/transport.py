@@ -13,11 +13,9 @@ from typing import TypeVar
 import aiohttp
 from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
 
-from ._answer import Answer as _Answer
-from ._answer import interpret, read_body
-from ._constants import DECODE_OFF_LOOP_SIZE, DEFAULT_MAX_BODY_SIZE
-from ._events import AttemptEvent, AttemptHook, ClientStats
-from ._exceptions import (
+from .._constants import DECODE_OFF_LOOP_SIZE, DEFAULT_MAX_BODY_SIZE
+from .._events import AttemptEvent, AttemptHook, ClientStats
+from .._exceptions import (
     ClientClosedError,
     HostUpError,
     RateLimitError,
@@ -25,10 +23,12 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
     TransportError,
 )
-from ._models import sniff_status
-from ._pacing import Pacer, PauseTooLong
-from ._retry import RetryBudget, is_retryable, pause_spread, retry_delay, server_wait_of
-from ._secret import Redactor
+from .._models import sniff_status
+from .._pacing import Pacer, PauseTooLong
+from .._secret import Redactor
+from .answer import Answer as _Answer
+from .answer import interpret, read_body
+from .retry import RetryBudget, is_retryable, pause_spread, retry_delay, server_wait_of
 
 __all__ = ["Transport", "logger"]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from ._constants import (
+from .._constants import (
     ADAPTIVE_BACKOFF,
     ADAPTIVE_MIN_RATE,
     ADAPTIVE_PLATEAU,

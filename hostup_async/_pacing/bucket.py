@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ._constants import RATE_BURST_SECONDS
+from .._constants import RATE_BURST_SECONDS
 
 __all__ = ["SendBucket"]
 

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._exceptions import DecodeError, HostUpError, ResponseTooLargeError
-from ._models import api_error, sniff_status, text_or_none
-from ._secret import Redactor
+from .._exceptions import DecodeError, HostUpError, ResponseTooLargeError
+from .._models import api_error, sniff_status, text_or_none
+from .._secret import Redactor
 
 __all__ = ["Answer", "interpret", "read_body"]
 

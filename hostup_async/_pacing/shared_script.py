@@ -16,7 +16,7 @@ One script, four operations, each one round trip (``op`` is the first argument):
 Times are Redis' ``TIME`` unless the caller passes one (tests only): hosts with skewed
 clocks all read the same clock. Numbers cross as ``%.17g`` strings, exactly (a Lua number
 in a reply would be truncated to an integer). The policy's constants come from
-``_constants`` and ``_adaptive``, so tuning them tunes both pacers.
+``_constants`` and ``adaptive``, so tuning them tunes both pacers.
 
 The state of one namespace, all keys under one hash tag (Redis Cluster), all expiring:
 ``{ns}:st`` (hash: the bucket's ``tat``, the last send, the pause, the policy's ``epoch``,
@@ -28,8 +28,7 @@ the share each takes when Redis goes away).
 
 from __future__ import annotations
 
-from ._adaptive import _LONG_WAIT, _MAX_SPAN
-from ._constants import (
+from .._constants import (
     ADAPTIVE_BACKOFF,
     ADAPTIVE_MIN_RATE,
     ADAPTIVE_PLATEAU,
@@ -37,6 +36,7 @@ from ._constants import (
     RATE_BURST_SECONDS,
     RATE_LIMIT_PAUSE,
 )
+from .adaptive import _LONG_WAIT, _MAX_SPAN
 
 __all__ = ["LIVE_SECONDS", "SCRIPT", "WINDOW_MARGIN"]
 

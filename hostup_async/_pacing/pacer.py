@@ -2,7 +2,7 @@
 
 ``Pacer`` is the interface the transport talks to: a permit to send, and what the server
 answered (accepted, or refused with a hint). ``LocalPacer`` paces one client in this
-process: the send bucket (``_bucket``), the adaptive policy (``_adaptive``) and the
+process: the send bucket (``bucket``), the adaptive policy (``adaptive``) and the
 client-wide pause after a refusal. A shared pacer can take its place to pace every client
 on one API key.
 
@@ -19,10 +19,10 @@ import random
 from collections.abc import Mapping
 from typing import Protocol
 
-from ._adaptive import AdaptiveRate, Decision
-from ._bucket import SendBucket
-from ._constants import DEFAULT_MAX_RETRY_AFTER
-from ._retry import pause_spread, quota_spent_wait
+from .._constants import DEFAULT_MAX_RETRY_AFTER
+from .._http.retry import pause_spread, quota_spent_wait
+from .adaptive import AdaptiveRate, Decision
+from .bucket import SendBucket
 
 __all__ = ["Clock", "LocalPacer", "LoopClock", "Pacer", "PauseTooLong"]
 
@@ -104,7 +104,7 @@ class LocalPacer:
     client waits until the server's wait is over, each waking at its own random point a
     little after. It lasts ``max_pause`` seconds at most; a call that will not wait as
     long as the server asked ends at once (``PauseTooLong``). The rate adapts as
-    ``_adaptive`` explains; at most ``floor(rate)`` requests go in any 1-s window.
+    ``adaptive`` explains; at most ``floor(rate)`` requests go in any 1-s window.
     """
 
     def __init__(

@@ -27,11 +27,9 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import msgspec
 
-from ._bulk import BulkProgress, VMResult
-from ._cli_output import FORMATS, error_object, error_text, formatter, result_object
-from ._cli_vmids import ParsedVMIDs, VMIDSyntaxError, merge, parse_one, parse_token
-from ._client import HostUpClient
-from ._constants import (
+from .._bulk import BulkProgress, VMResult
+from .._client import HostUpClient
+from .._constants import (
     API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -42,8 +40,8 @@ from ._constants import (
     MAX_CONCURRENCY_LIMIT,
     SHARED_LIMIT_ENV,
 )
-from ._events import AttemptEvent
-from ._exceptions import (
+from .._events import AttemptEvent
+from .._exceptions import (
     AuthenticationError,
     ConfigurationError,
     HostUpError,
@@ -53,8 +51,10 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
     TransportError,
 )
-from ._export import json_encoder, python_names
-from ._version import __version__
+from .._export import json_encoder, python_names
+from .._version import __version__
+from .output import FORMATS, error_object, error_text, formatter, result_object
+from .vmids import ParsedVMIDs, VMIDSyntaxError, merge, parse_one, parse_token
 
 __all__ = ["error_object", "main", "parse_vmids", "result_object"]
 
@@ -666,7 +666,7 @@ _DEMO_CLIENT_RATE = 250.0  # set above the server's hidden limit on purpose
 
 async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
     """``demo``: run a bulk fetch against the embedded fake server and summarise it."""
-    from .testing import FakeHostUp
+    from ..testing import FakeHostUp
 
     key = "demo-key"
     fake = FakeHostUp(
@@ -725,7 +725,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
 
 async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
     """``serve-fake``: run the fake API until interrupted."""
-    from .testing import FakeHostUp
+    from ..testing import FakeHostUp
 
     fake = FakeHostUp(
         api_key=args.fake_key,

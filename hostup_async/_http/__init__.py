@@ -1,0 +1,1 @@
+"""HTTP: the transport, reading an answer, retry hints and the retry policy."""
