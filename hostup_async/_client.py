@@ -52,6 +52,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 __all__ = ["HostUpClient"]
 
@@ -97,10 +98,11 @@ class HostUpClient:
     with. A body larger than ``max_body_size`` bytes (after decompression) ends the
     attempt with ``ResponseTooLargeError``.
 
-    ``shared_limit`` (a ``redis://`` URL, or a ``redis.asyncio.Redis`` you configured;
-    needs the ``redis`` extra) makes every client on the same API key, base URL and Redis
-    share one ``rate_limit``, one 429 pause and one adaptive rate, across processes and
-    hosts. If Redis goes away, each client paces alone at its share until it is back.
+    ``shared_limit`` (a ``redis://`` or ``redis+cluster://`` URL, or a
+    ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` you configured; needs
+    the ``redis`` extra) makes every client on the same API key, base URL and Redis share
+    one ``rate_limit``, one 429 pause and one adaptive rate, across processes and hosts.
+    If Redis goes away, each client paces alone at its share until it is back.
     """
 
     def __init__(
@@ -122,7 +124,7 @@ class HostUpClient:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         allow_http: bool = False,
         tls: ssl.SSLContext | str | os.PathLike[str] | None = None,
-        shared_limit: str | Redis | None = None,
+        shared_limit: str | Redis | RedisCluster | None = None,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
         if base_url is None:

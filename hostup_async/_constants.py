@@ -30,6 +30,8 @@ __all__ = [
     "SHARED_LEASE_HORIZON",
     "SHARED_LIMIT_ENV",
     "SHARED_LEASE_MAX",
+    "SHARED_REJOIN",
+    "SHARED_RESERVE_AHEAD",
     "SHARED_TIMEOUT",
 ]
 
@@ -134,6 +136,15 @@ SHARED_LEASE_HORIZON = 0.05
 #: Longest wait between two tries to reach Redis again, in seconds (backoff from 0.1 s).
 #: Short, because until every client is back some pace alone while others share again.
 SHARED_BACKOFF_CAP = 1.0
+
+#: Most seconds ahead of now a send time is reserved: it bounds how long sends reserved
+#: before Redis lost its state (or went away) may still go, so that nothing new is
+#: reserved (or paced alone) until they have.
+SHARED_RESERVE_AHEAD = 0.5
+
+#: Seconds a client that shares again after an outage keeps to its share of the rate:
+#: longer than the others need to notice Redis is back (their backoff is at most 1.5 s).
+SHARED_REJOIN = 2.0
 
 #: Environment variable the CLI reads for ``--shared-limit`` (a Redis URL).
 SHARED_LIMIT_ENV = "HOSTUP_SHARED_LIMIT"

@@ -60,7 +60,7 @@ async def test_a_callers_redis_client_is_used_and_left_open(
         async with HostUpClient(API_KEY, base_url=fake.url, shared_limit=redis) as client:
             await client.get_vm_details(1)
         assert await redis.ping()  # still ours to use
-        assert await redis.exists(f"{namespace_for(API_KEY, fake.url)}:w")
+        assert await redis.exists(f"{namespace_for(API_KEY, fake.url)}:sends")
     finally:
         await redis.aclose()
 
@@ -81,7 +81,8 @@ async def test_keys_are_hashed_tagged_and_expire(
     try:
         prefix = namespace_for(API_KEY, fake.url)
         keys = [k async for k in redis.scan_iter(f"{prefix}*")]
-        assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["c", "rf", "st", "w"]
+        names = sorted(k.removeprefix(prefix + ":").split(":")[0] for k in keys)
+        assert names == ["clients", "refusals", "reply", "sends", "state"]
         for key in keys:
             assert API_KEY not in key
             assert key.startswith("hostup:{") and "}" in key  # one hash tag: one cluster slot
@@ -114,10 +115,10 @@ async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
     assert all(r.ok for batch in results[:3] for r in batch)
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
-        times = await scores(redis, f"{namespace}:w")
+        times = await scores(redis, f"{namespace}:sends")
         assert len(times) == 90
         assert most_in_one_second(times) <= rate
-        assert await redis.zcard(f"{other}:w") == 30  # its own namespace, not counted with ours
+        assert await redis.zcard(f"{other}:sends") == 30  # its own namespace, not counted with ours
     finally:
         await redis.aclose()
 
@@ -161,11 +162,11 @@ async def test_a_cancelled_waiters_slot_goes_to_the_next_one(redis_server: Redis
         sleeper.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sleeper
-        assert len(pacer._spare) == 1
-        reserved = await redis.zcard(f"{ns}:w")
+        assert len(pacer._slots) == 1
+        reserved = await redis.zcard(f"{ns}:sends")
         sent = await pacer.acquire()  # the cancelled one's slot: no new reservation
-        assert await redis.zcard(f"{ns}:w") == reserved == 2
-        assert sent == max(await scores(redis, f"{ns}:w"))
+        assert await redis.zcard(f"{ns}:sends") == reserved == 2
+        assert sent == max(await scores(redis, f"{ns}:sends"))
     finally:
         await pacer.aclose()
         await redis.aclose()
@@ -190,7 +191,9 @@ async def test_cancelling_mid_round_trip_loses_no_slot_and_crosses_no_reply(
             await pacer._dispatcher
         # Every slot Redis handed out went to a waiter, is kept for the next one, or went
         # stale unused (counted): none vanished.
-        assert await redis.zcard(f"{ns}:w") == granted + len(pacer._spare) + pacer._dropped
+        assert (
+            await redis.zcard(f"{ns}:sends") == granted + len(pacer._slots) + pacer._slots.dropped
+        )
         assert await redis.set("probe", "42") and await redis.get("probe") == b"42"
     finally:
         await pacer.aclose()
@@ -248,7 +251,7 @@ async def test_sharing_resumes_when_redis_is_back(
         assert client.stats.shared_fallback == away  # sharing again: no more time alone
     redis = aioredis.Redis.from_url(own_redis.url)
     try:
-        assert await redis.zcard(f"{namespace_for(API_KEY, fake.url)}:w") >= 10
+        assert await redis.zcard(f"{namespace_for(API_KEY, fake.url)}:sends") >= 10
     finally:
         await redis.aclose()
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]

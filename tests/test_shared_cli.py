@@ -15,7 +15,7 @@ from .test_cli import run_cli
 async def send_count(redis_url: str, base_url: str) -> int:
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        return int(await redis.zcard(f"{namespace_for(API_KEY, base_url)}:w"))
+        return int(await redis.zcard(f"{namespace_for(API_KEY, base_url)}:sends"))
     finally:
         await redis.aclose()
 

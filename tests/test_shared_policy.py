@@ -1,158 +1,57 @@
-"""The adaptive policy's tables, run against ``AdaptiveRate`` and against the shared Lua script.
+"""One policy: the local and the shared pacer decide alike, event for event.
 
-Here: a table run on both; then the pacing tests' own table of measures
-(``test_adaptive.MEASURES``) and their rules, on the shared policy.
-
-Both take the time as a parameter here (the script reads Redis' ``TIME`` unless a test
-passes one), so every case is exact: no sleeps, no real clock.
+The shared pacer runs ``AdaptiveRate`` in Python on the key's logs read back from Redis;
+Redis only stores. Here both pacers take the same random events (sends, refusals with
+any hint, spent quotas, time passing) on clocks driven by hand (the script takes the
+test's time instead of Redis' ``TIME``), and must give the same rate, the same lowerings
+and the same ``paused_for``; the local pacer must allow every send the shared one makes,
+when it makes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from hostup_async._constants import ADAPTIVE_BACKOFF
+from hostup_async._pacing import LocalPacer
 from hostup_async._pacing.adaptive import AdaptiveRate
 from hostup_async._pacing.shared import SharedPacer
 
 from .conftest import RedisServer
-from .test_adaptive import MEASURES
 
 
-class Policy(Protocol):
-    def on_send(self, now: float) -> Any: ...
-    async def refused(
-        self, now: float, sent_at: float, wait: float | None, refused: bool
-    ) -> tuple[float | None, float | None, int]: ...
-    async def rate_at(self, now: float) -> float | None: ...
+class HandClock:
+    """A clock that moves only when told to, or by what a pacer sleeps."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
-class LocalPolicy:
-    """``AdaptiveRate`` as the table drives it."""
-
-    def __init__(self, ceiling: float | None) -> None:
-        self.policy = AdaptiveRate(ceiling)
-
-    async def on_send(self, now: float) -> None:
-        self.policy.on_send(now)
-
-    async def refused(
-        self, now: float, sent_at: float, wait: float | None, refused: bool
-    ) -> tuple[float | None, float | None, int]:
-        decision = self.policy.on_refused(now, sent_at, wait, refused=refused)
-        return decision.rate, decision.measured, self.policy.lowered
-
-    async def rate_at(self, now: float) -> float | None:
-        return self.policy.rate_at(now)
-
-
-class SharedPolicy:
-    """The shared script, one fresh namespace per case, on the table's clock."""
-
-    def __init__(self, redis: aioredis.Redis, ceiling: float | None) -> None:
-        self.pacer = SharedPacer(
-            redis, namespace=f"test:{{{os.urandom(6).hex()}}}", rate_limit=ceiling, max_pause=1e9
-        )
-
-    async def on_send(self, now: float) -> None:
-        await self.pacer._call("s", repr(now), now=repr(now))
-
-    async def refused(
-        self, now: float, sent_at: float, wait: float | None, refused: bool
-    ) -> tuple[float | None, float | None, int]:
-        reply = await self.pacer._call(
-            "r" if refused else "k",
-            repr(sent_at),
-            "" if wait is None else repr(wait),
-            now=repr(now),
-        )
-        rate = float(reply[3]) if reply[3] else None
-        measured = float(reply[4]) if reply[4] else None
-        return rate, measured, int(reply[5])
-
-    async def rate_at(self, now: float) -> float | None:
-        reply = await self.pacer._call("s", now=repr(now))
-        rate = float(reply[2])
-        return None if rate < 0 else rate
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    ceiling: float | None
-    sends: tuple[float, ...]
-    # (now, sent_at, wait, refused) -> expected (rate, measured, lowered); None: unchanged
-    refusals: tuple[tuple[float, float, float | None, bool, float | None, float | None, int], ...]
-    # (now, expected rate)
-    rates: tuple[tuple[float, float | None], ...] = ()
-
-
-T0 = 1000.0
-
-
-def _steady(rate: float, start: float, end: float) -> tuple[float, ...]:
-    n = int((end - start) * rate)
-    return tuple(start + i / rate for i in range(n))
-
-
-CASES = [
-    Case(
-        "no sends before the refusal: only a pause",
-        None,
-        (),
-        ((T0, T0, 1.0, True, None, None, 0),),
-        ((T0 + 5, None),),
-    ),
-    Case(
-        "100 in the second before: 95 req/s, resting at 99",
-        400.0,
-        _steady(100, T0 - 1.0, T0),
-        ((T0, T0, 0.5, True, 95.0, 100.0, 1),),
-        ((T0 + 0.5, 95.0), (T0 + 0.5 + 15.0, 99.0), (T0 + 600, 400.0)),
-    ),
-    Case(
-        "the same burst lowers once",
-        400.0,
-        _steady(100, T0 - 1.0, T0),
-        (
-            (T0, T0 - 0.01, 0.5, True, 0.95 * 99, 99.0, 1),
-            (T0 + 0.01, T0 - 0.005, 0.5, True, None, None, 1),
-        ),
-    ),
-    Case(
-        "refused sends do not count as taken",
-        400.0,
-        _steady(100, T0 - 1.0, T0),
-        (
-            (T0 - 0.2, T0 - 0.5, 0.1, True, 0.95 * 50, 50.0, 1),
-            (T0 + 1.0, T0 - 0.3, 0.1, True, None, None, 1),  # sent before the decision
-        ),
-    ),
-    Case(
-        "a long wait measures over the server's window",
-        None,
-        _steady(50, T0 - 2.0, T0),
-        ((T0, T0, 8.0, True, 0.95 * 100 / 10.0, 100 / 10.0, 1),),
-    ),
-    Case(
-        "a spent quota (not refused) counts the request itself",
-        None,
-        (*_steady(10, T0 - 0.95, T0), T0),
-        ((T0, T0, 1.0, False, 0.95 * 10, 10.0, 1),),
-    ),
-    Case(
-        "never below the minimum rate",
-        None,
-        (T0 - 0.5,),
-        ((T0, T0, 2.0, True, 0.5, 1 / 2.5, 1),),  # one send over a 2.5 s window
-    ),
-]
+def shared_pacer(
+    redis: aioredis.Redis, clock: HandClock, rate_limit: float | None, max_pause: float = 60.0
+) -> SharedPacer:
+    return SharedPacer(
+        redis,
+        namespace=f"test:{{{os.urandom(6).hex()}}}",
+        rate_limit=rate_limit,
+        clock=clock,
+        max_pause=max_pause,
+        lease_ahead=False,
+        redis_time=False,
+    )
 
 
 @pytest.fixture
@@ -162,80 +61,160 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-@pytest.mark.parametrize("impl", ["local", "shared"])
-async def test_policy_table(case: Case, impl: str, redis: aioredis.Redis) -> None:
-    policy: LocalPolicy | SharedPolicy = (
-        LocalPolicy(case.ceiling) if impl == "local" else SharedPolicy(redis, case.ceiling)
+# -- the decision on the key's logs is the local policy's --------------------------------
+
+
+def steady(rate: float, start: float, end: float) -> list[float]:
+    return [start + i / rate for i in range(int((end - start) * rate))]
+
+
+T0 = 1000.0
+SCENARIOS = {
+    "no sends before the refusal": (None, [], [(T0, T0, 1.0, True)]),
+    "100 in the second before": (400.0, steady(100, T0 - 1, T0), [(T0, T0, 0.5, True)]),
+    "the same burst lowers once": (
+        400.0,
+        steady(100, T0 - 1, T0),
+        [(T0, T0 - 0.01, 0.5, True), (T0 + 0.01, T0 - 0.005, 0.5, True)],
+    ),
+    "refused sends do not count": (
+        400.0,
+        steady(100, T0 - 1, T0),
+        [(T0 - 0.2, T0 - 0.5, 0.1, True), (T0 + 1.0, T0 - 0.3, 0.1, True)],
+    ),
+    "a long wait": (None, steady(50, T0 - 2, T0), [(T0, T0, 8.0, True)]),
+    "a spent quota": (None, [*steady(10, T0 - 0.95, T0), T0], [(T0, T0, 1.0, False)]),
+    "a later burst lowers again": (
+        400.0,
+        steady(100, T0 - 1, T0 + 20),
+        [(T0, T0 - 0.5, 1.0, True), (T0 + 20, T0 + 19.9, 1.0, True)],
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS), ids=list(SCENARIOS))
+async def test_a_refusal_is_decided_on_the_keys_logs_as_the_local_policy_decides(
+    redis: aioredis.Redis, scenario: str
+) -> None:
+    ceiling, sends, refusals = SCENARIOS[scenario]
+    local = AdaptiveRate(ceiling, max_pause=60.0)
+    clock = HandClock(T0 - 5)
+    shared = shared_pacer(redis, clock, ceiling)
+    try:
+        for t in sends:
+            local.on_send(t)
+        await shared._script.note(sends, now=T0)
+        for now, sent_at, wait, refused in refusals:
+            clock.t = now
+            want = local.on_refused(now, sent_at, wait, refused=refused)
+            got = await shared._report(sent_at, wait, refused)
+            assert got is not None
+            assert (got.rate, got.measured, got.pause) == (want.rate, want.measured, want.pause)
+            assert shared._policy.lowered == local.lowered
+        for dt in (0.0, 0.5, 3.0, 15.0, 40.0, 600.0):
+            assert shared._policy.rate_at(T0 + dt) == local.rate_at(T0 + dt), dt
+    finally:
+        await shared.aclose()
+
+
+async def test_a_decision_overtaken_by_another_clients_is_not_stored_twice(
+    redis: aioredis.Redis,
+) -> None:
+    clock = HandClock(T0)
+    one = shared_pacer(redis, clock, 400.0)
+    other = SharedPacer(
+        redis,
+        namespace=one._script._keys[0].removesuffix(":state"),
+        rate_limit=400.0,
+        clock=clock,
+        lease_ahead=False,
+        redis_time=False,
     )
-    for t in case.sends:
-        await policy.on_send(t)
-    for now, sent_at, wait, refused, rate, measured, lowered in case.refusals:
-        got_rate, got_measured, got_lowered = await policy.refused(now, sent_at, wait, refused)
-        assert (got_rate, got_measured, got_lowered) == (
-            pytest.approx(rate, rel=1e-9) if rate is not None else None,
-            pytest.approx(measured, rel=1e-9) if measured is not None else None,
-            lowered,
+    try:
+        await one._script.note(steady(100, T0 - 1, T0), now=T0)
+        # Both refused in one burst, deciding at once: the first stores, the second
+        # finds the burst already acted on.
+        decisions = await asyncio.gather(
+            one._report(T0 - 0.01, 1.0, True), other._report(T0 - 0.005, 1.0, True)
         )
-    for now, rate in case.rates:
-        got = await policy.rate_at(now)
-        assert got == (pytest.approx(rate, rel=1e-6) if rate is not None else None)
+        assert sum(d is not None and d.rate is not None for d in decisions) == 1
+        assert one._policy.lowered == other._policy.lowered == 1
+        assert one._policy.rate_at(T0 + 1) == other._policy.rate_at(T0 + 1)
+    finally:
+        await one.aclose()
+        await other.aclose()
 
 
-async def test_the_curve_matches_along_the_way(redis: aioredis.Redis) -> None:
-    local, shared = LocalPolicy(500.0), SharedPolicy(redis, 500.0)
-    for policy in (local, shared):
-        for t in _steady(80, T0 - 1.0, T0):
-            await policy.on_send(t)
-        await policy.refused(T0, T0, 1.0, True)
-    for dt in (0.0, 0.5, 1.0, 3.0, 7.5, 15.0, 16.0, 22.0, 30.0, 45.0):
-        want = await local.rate_at(T0 + dt)
-        got = await shared.rate_at(T0 + dt)
-        assert want is not None and got == pytest.approx(want, rel=1e-9), dt
+# -- random events through both pacers -------------------------------------------------
 
-
-# -- the pacing tests' own table of measures, on the shared policy ----------------------
-
-
-async def sent_shared(policy: SharedPolicy, count: int, start: float, end: float) -> None:
-    times = [repr(start + (end - start) * i / count) for i in range(count)]
-    await policy.pacer._call("s", *times, now=repr(end))
-
-
-@pytest.mark.parametrize(
-    ("count", "over", "wait", "measured", "pause"), list(MEASURES.values()), ids=list(MEASURES)
+WAITS = st.sampled_from([None, 0.25, 0.5, 1.0, 2.0, 8.0, 90.0])
+EVENTS = st.lists(
+    st.one_of(
+        st.tuples(st.just("pass"), st.integers(1, 400).map(lambda n: n / 128)),
+        st.tuples(st.just("send"), st.integers(1, 12)),
+        st.tuples(st.just("refused"), st.integers(1, 10), WAITS),
+        st.tuples(st.just("spent"), st.integers(1, 10), st.sampled_from(["0.5", "2", "30"])),
+        st.tuples(st.just("accepted"), st.integers(1, 10)),
+    ),
+    max_size=30,
 )
-async def test_the_pacing_table_of_measures_holds_for_the_shared_policy(
-    redis: aioredis.Redis,
-    count: int,
-    over: float,
-    wait: float | None,
-    measured: float,
-    pause: float,
+
+
+async def run_both(redis_url: str, ceiling: float | None, events: list[tuple[object, ...]]) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    local_clock, shared_clock = HandClock(T0), HandClock(T0)
+    local = LocalPacer(ceiling, clock=local_clock, max_pause=60.0)
+    shared = shared_pacer(redis, shared_clock, ceiling)
+    sent: list[tuple[float, float]] = []
+    try:
+        for event in events:
+            kind = event[0]
+            if kind == "pass":
+                local_clock.t += float(event[1])  # type: ignore[arg-type]
+                shared_clock.t = local_clock.t
+            elif kind == "send":
+                for _ in range(int(event[1])):  # type: ignore[call-overload]
+                    # Past any pause first, as a caller sitting it out would be: its
+                    # random spread is each waiter's own, not part of the decision.
+                    shared_clock.t += max(local.paused_for(), shared.paused_for())
+                    b = await shared.acquire(60.0)
+                    # The local pacer sends at the shared one's time (its bucket may
+                    # allow it sooner: it forgets sends made before there was a rate),
+                    # never later: the shared schedule is never the looser one.
+                    local_clock.t = shared_clock.t
+                    a = await local.acquire(60.0)
+                    assert a == pytest.approx(b, abs=1e-6)
+                    sent.append((a, b))
+            elif sent:
+                a, b = sent[-min(len(sent), int(event[1]))]  # type: ignore[call-overload]
+                if kind == "refused":
+                    wait = event[2]
+                    local.on_rate_limited(a, wait)  # type: ignore[arg-type]
+                    shared.on_rate_limited(b, wait)  # type: ignore[arg-type]
+                elif kind == "spent":
+                    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(event[2])}
+                    local.on_accepted(a, headers)
+                    shared.on_accepted(b, headers)
+                else:
+                    local.on_accepted(a, {})
+                    shared.on_accepted(b, {})
+                await asyncio.gather(*shared._tasks)
+            now = local_clock.t
+            assert shared.paused_for() == pytest.approx(local.paused_for(), abs=1e-9)
+            assert shared._policy.lowered == local.lowered
+            want = local._policy.rate_at(now)
+            got = shared._policy.rate_at(now)
+            assert got == (None if want is None else pytest.approx(want, rel=1e-9))
+    finally:
+        await shared.aclose()
+        await redis.aclose()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ceiling=st.sampled_from([None, 50.0, 400.0]), events=EVENTS)
+def test_random_events_get_the_same_decisions_and_pause_from_both_pacers(
+    redis_server: RedisServer, ceiling: float | None, events: list[tuple[object, ...]]
 ) -> None:
-    policy = SharedPolicy(redis, 400.0)
-    await sent_shared(policy, count, 100.0 - over, 100.0)
-    reply = await policy.pacer._call(
-        "r", "100.0", "" if wait is None else repr(wait), now="100.001"
-    )
-    assert float(reply[4]) == pytest.approx(measured, rel=0.02)
-    assert float(reply[2]) == pytest.approx(pause)  # the key's pause, from now
-    assert float(reply[3]) == pytest.approx(ADAPTIVE_BACKOFF * measured, rel=0.02)
-    assert int(reply[5]) == 1
-
-
-async def test_shared_refused_sends_do_not_count_as_taken(redis: aioredis.Redis) -> None:
-    policy = SharedPolicy(redis, 400.0)
-    await sent_shared(policy, 120, 99.7, 100.0)
-    for i in range(20):  # the last 20 of them were refused too
-        await policy.refused(100.0, 99.7 + 0.3 * (100 + i) / 120, 0.7, True)
-    assert await policy.rate_at(100.0) == pytest.approx(ADAPTIVE_BACKOFF * 100, rel=0.02)
-
-
-async def test_shared_rate_drops_from_the_lower_of_the_measure_and_the_rate_in_force(
-    redis: aioredis.Redis,
-) -> None:
-    policy = SharedPolicy(redis, 50.0)
-    await sent_shared(policy, 100, 99.0, 100.0)
-    rate, _, _ = await policy.refused(100.0, 100.0, None, True)
-    assert rate == pytest.approx(ADAPTIVE_BACKOFF * 50)
+    asyncio.run(run_both(redis_server.url, ceiling, events))

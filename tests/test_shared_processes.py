@@ -55,7 +55,7 @@ async def send_times(redis_url: str, base_url: str) -> list[float]:
     """The send times the script handed out for the key (kept for a minute)."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        return await scores(client, f"{namespace_for(API_KEY, base_url)}:w")
+        return await scores(client, f"{namespace_for(API_KEY, base_url)}:sends")
     finally:
         await client.aclose()
 
@@ -89,14 +89,14 @@ async def test_four_processes_share_one_rate_with_skewed_clocks(redis_server: Re
         skews = [0.0, 3600.0, -3600.0, 0.25]  # as far apart as clocks on other hosts may be
         results = await run_workers(
             [
-                worker(fake, redis_server.url, rate, 1 + i * 1000, 60, skew=s)
+                worker(fake, redis_server.url, rate, 1 + i * 1000, 50, skew=s)
                 for i, s in enumerate(skews)
             ]
         )
         times = await send_times(redis_server.url, fake.url)
         refused = fake.stats.by_status[429]
-    assert [r["ok"] for r in results] == [60] * 4
-    assert len(times) >= 240
+    assert [r["ok"] for r in results] == [50] * 4
+    assert len(times) >= 200
     # The script's own schedule: never more than the rate in any 1-s window, fleet-wide.
     assert most_in_one_second(times) <= rate
     # Pacing alone, each at the full rate, four processes would see about 3 in 4 refused;
@@ -126,7 +126,7 @@ async def test_a_429_received_by_one_process_pauses_them_all(redis_server: Redis
 
 
 async def test_redis_killed_and_restarted_mid_run_loses_nothing(own_redis: RedisServer) -> None:
-    rate, count = 150, 250
+    rate, count = 150, 200
     async with FakeHostUp(api_key=API_KEY) as fake:
         run = asyncio.ensure_future(
             run_workers([worker(fake, own_redis.url, rate, 1 + i * 1000, count) for i in range(4)])

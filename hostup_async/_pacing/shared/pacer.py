@@ -1,0 +1,477 @@
+"""``SharedPacer``: one rate limit, one 429 pause and one adaptive rate for every client on a key.
+
+The pacer contract (``Pacer``) on top of four parts: the store script (``script``, one
+round trip per call, atomic, on Redis' clock), the spare slots (``slots``), the key's
+policy (``policy``: ``AdaptiveRate`` run here on the key's logs) and the pacing apart from
+Redis (``fallback``).
+
+A send permit is a reserved send time: the waiter sleeps locally until then, so nobody
+polls. Concurrent waiters of one client share a round trip: one dispatcher takes the slots
+of everyone queued. Redis never fails a call: when it is unreachable, slow, restarting or
+read-only, the client paces alone at its share (``fallback``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..._constants import (
+    DEFAULT_MAX_RETRY_AFTER,
+    SHARED_LEASE_HORIZON,
+    SHARED_LEASE_MAX,
+    SHARED_RESERVE_AHEAD,
+    SHARED_TIMEOUT,
+)
+from ..._events import ClientStats
+from ..._http.retry import pause_spread, quota_spent_wait
+from ..adaptive import Decision
+from ..bucket import _WINDOW_MARGIN
+from ..pacer import Clock, LoopClock, PauseTooLong
+from .fallback import Fallback
+from .policy import LOG_SPAN, FleetPolicy
+from .script import Outdated, Paused, Reserved, StoreScript, Timing
+from .slots import STALE_SLOT, Slot, SlotStore
+
+if TYPE_CHECKING:
+    from .connect import AnyRedis
+
+__all__ = ["SharedPacer"]
+
+logger = logging.getLogger("hostup_async")
+
+# The name of the tasks that tell Redis of a refusal (aclose lets them finish).
+_REPORT = "hostup-async: shared refusal report"
+#: A client that made no call for this long no longer counts as live.
+LIVE_SECONDS = 10.0
+# Seconds every key outlives the last call (beyond any pause): longer than the policy's
+# longest look back, so a quiet minute forgets nothing it would use.
+_KEEP = LOG_SPAN + 60.0
+# Nothing is reserved (or paced alone) this long after a loss: sends reserved before it
+# may still go until SHARED_RESERVE_AHEAD after it (a spare one a little later still),
+# and a send bucket's burst more keeps the two apart.
+RECOVERY = SHARED_RESERVE_AHEAD + STALE_SLOT + 0.2
+# Tries at a decision that another client's decision overtook.
+_DECIDE_TRIES = 3
+
+
+class _Wait:
+    """What a queued waiter gets when it has no slot: sit out a pause, or pace alone."""
+
+    __slots__ = ()
+
+
+_NO_SLOT = _Wait()
+
+
+class SharedPacer:
+    """Paces every client on one API key together, through Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        *,
+        namespace: str,
+        rate_limit: float | None,
+        owns_redis: bool = False,
+        clock: Clock | None = None,
+        max_pause: float = DEFAULT_MAX_RETRY_AFTER,
+        stats: ClientStats | None = None,
+        timeout: float = SHARED_TIMEOUT,
+        lease_ahead: bool = True,
+        redis_time: bool = True,
+    ) -> None:
+        #: Most seconds one refusal pauses the clients, whatever the server asks.
+        self.max_pause = max_pause
+        self._redis = redis
+        self._owns_redis = owns_redis
+        self._clock: Clock = clock if clock is not None else LoopClock()
+        self._script = StoreScript(
+            redis,
+            namespace,
+            timing=Timing(keep=_KEEP, recovery=RECOVERY, log_span=LOG_SPAN, live=LIVE_SECONDS),
+            timeout=timeout,
+            redis_time=redis_time,
+        )
+        self._policy = FleetPolicy(rate_limit, max_pause=max_pause)
+        self._rate_limit = rate_limit
+        self._stats = stats if stats is not None else ClientStats()
+        self._timeout = timeout
+        self._live = 1
+        self._paused_until = -math.inf  # on our clock
+        self._asked_until = -math.inf  # the pause the server asked for, before max_pause
+        self._spread = 0.0
+        self._taken_since = False
+        self._queue: deque[asyncio.Future[Slot | _Wait]] = deque()
+        self._slots = SlotStore()
+        self._lease_ahead = lease_ahead
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._fallback: Fallback | None = None
+        self._closed = False
+
+    # -- the Pacer interface ------------------------------------------------------------
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second allowed now, fleet-wide (this client's share while away)."""
+        fallback = self._fallback
+        if fallback is not None and fallback.away:
+            return fallback.rate
+        return self._policy.rate_at(self._fleet_now())
+
+    @property
+    def sharing(self) -> bool:
+        """Whether pacing goes through Redis now (``False`` while it is unavailable)."""
+        return self._fallback is None or not self._fallback.away
+
+    @property
+    def round_trips(self) -> int:
+        """Calls made to Redis."""
+        return self._script.calls
+
+    def paused_for(self) -> float:
+        """Seconds left of the pause after a refusal (0 when there is none).
+
+        While paused, a server that asked for longer than the pause lasts gives that.
+        """
+        now = self._clock.now()
+        left = self._paused_until - now
+        return 0.0 if left <= 0 else max(left, self._asked_until - now)
+
+    def try_acquire(self) -> float | None:
+        """Take a send permit at once if one is at hand; ``None`` means ``acquire()``.
+
+        Sharing, a permit is at hand when a slot leased ahead (or left by a cancelled
+        waiter) is due.
+        """
+        now = self._clock.now()
+        if now < self._paused_until:
+            return None
+        fallback = self._current_fallback()
+        if fallback is not None:
+            return fallback.try_acquire() if fallback.away else None
+        slot = self._slots.first(now)
+        if slot is None or slot.due > now:
+            return None
+        self._slots.take_first()
+        return slot.at
+
+    async def acquire(self, max_pause: float = math.inf) -> float:
+        """Wait for the pause and a send slot, then return the send time."""
+        clock = self._clock
+        while True:
+            await self._sit_out_pause(max_pause)
+            fallback = self._current_fallback()
+            if fallback is not None:
+                sent = await fallback.acquire(max_pause)
+                if fallback.away:
+                    return sent
+                # Back, but keeping to the share a while: a shared slot as well.
+            slot = self._slots.first(clock.now())
+            if slot is not None:
+                self._slots.take_first()
+            else:
+                grant = await self._ask()
+                if not isinstance(grant, Slot):
+                    continue  # paused, or Redis went away: start over
+                slot = grant
+            try:
+                wait = slot.due - clock.now()
+                if wait > 0:
+                    await clock.sleep(wait)
+            except BaseException:
+                self._slots.keep(slot)  # cancelled: the next waiter sends in our slot
+                raise
+            if clock.now() < self._paused_until:
+                self._slots.keep(slot)  # a refusal came while we slept
+                continue
+            return slot.at
+
+    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+        """Report an answer that was not a refusal; a spent quota counts as a refusal."""
+        self._asked_until = -math.inf  # the server takes requests again
+        self._taken_since = True  # (and the key's next refusal report says so)
+        if headers is None:
+            return
+        wait = quota_spent_wait(headers)
+        if wait is not None:
+            self._refused(sent_at, wait, refused=False)
+
+    def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
+        """Report a 429: pause this client now, and every client on the key via Redis."""
+        self._refused(sent_at, retry_after, refused=True)
+
+    async def aclose(self) -> None:
+        """Stop the round trips in flight; close the Redis client if the pacer made it."""
+        self._closed = True
+        reports = [t for t in self._tasks if t.get_name() == _REPORT]
+        if reports:
+            # A refusal just reported must still reach the others (the pause is theirs
+            # too), but Redis gets no longer than one round trip's time to take it.
+            await asyncio.wait(reports, timeout=self._timeout)
+        tasks = list(self._tasks)
+        if self._dispatcher is not None:
+            tasks.append(self._dispatcher)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for waiter in self._queue:
+            waiter.cancel()
+        self._queue.clear()
+        if self._fallback is not None:
+            self._fallback.tally(self._clock.now())
+        if self._owns_redis:
+            close = getattr(self._redis, "aclose", None) or self._redis.close  # redis-py < 5
+            with contextlib.suppress(Exception):
+                await close()
+
+    # -- reserving send times -----------------------------------------------------------
+
+    async def _ask(self) -> Slot | _Wait:
+        """Queue for a slot; the dispatcher's next round trip brings it."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Slot | _Wait] = loop.create_future()
+        self._queue.append(waiter)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = loop.create_task(self._dispatch())
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # The reply may have been set just before the cancel: keep its slot for others.
+            if waiter.done() and not waiter.cancelled():
+                grant = waiter.result()
+                if isinstance(grant, Slot):
+                    self._slots.keep(grant)
+            raise
+
+    async def _dispatch(self) -> None:
+        """Run round trips while waiters queue; each takes slots for up to a lease of them.
+
+        It runs apart from the waiters, so cancelling one never cancels a command in
+        flight (no lost reply, no reply crossed onto the next command).
+        """
+        queue = self._queue
+        while queue and self.sharing:
+            batch: list[asyncio.Future[Slot | _Wait]] = []
+            while queue and len(batch) < SHARED_LEASE_MAX:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    batch.append(waiter)
+            if not batch:
+                continue
+            # Lease ahead once the spares are used up: a few more slots, due within
+            # SHARED_LEASE_HORIZON, which later sends take without a round trip
+            # (try_acquire). Any nobody takes in time are dropped, unused.
+            ahead = SHARED_LEASE_MAX - len(batch) if self._lease_ahead and not self._slots else 0
+            local = self._clock.now()
+            try:
+                reply = await self._script.reserve(
+                    count=len(batch),
+                    ahead=ahead,
+                    lease_horizon=SHARED_LEASE_HORIZON,
+                    cap=SHARED_RESERVE_AHEAD,
+                    rate=self._policy.rate_at(self._slots.fleet_time(local)),
+                    window_margin=_WINDOW_MARGIN,
+                    version=self._policy.version,
+                    now=local,
+                )
+            except Exception as exc:  # never fail a call because of Redis
+                self._fall_back(exc)
+                for waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(_NO_SLOT)
+                break
+            self._live = reply.live
+            if isinstance(reply, Outdated):
+                self._policy.load(reply.version, reply.policy)
+                queue.extendleft(reversed(batch))  # ask again with the key's rate
+                continue
+            if isinstance(reply, Paused):
+                self._pause_locally(self._clock.now(), reply.left, reply.asked)
+                for waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(_NO_SLOT)
+                continue
+            self._hand_out(batch, reply)
+            if reply.next_at is not None and queue:
+                # Reserved up to the cap: come back when half of it is free again.
+                due = reply.next_at - SHARED_RESERVE_AHEAD / 2 + self._slots.offset
+                await self._clock.sleep(max(0.0, due - self._clock.now()))
+        while queue:  # fell back: release whoever is still queued
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(_NO_SLOT)
+
+    def _hand_out(self, batch: list[asyncio.Future[Slot | _Wait]], reply: Reserved) -> None:
+        """Give each waiter a slot; keep the rest; queue again whoever got none."""
+        slots = self._slots.slots(reply.times, local=self._clock.now(), server_now=reply.now)
+        got = 0
+        for waiter in batch:
+            if waiter.done():  # cancelled while we were asking
+                continue
+            if got == len(slots):
+                self._queue.appendleft(waiter)  # (order among those left matters little)
+                continue
+            waiter.set_result(slots[got])
+            got += 1
+        for slot in slots[got:]:
+            self._slots.keep(slot)
+
+    # -- refusals -----------------------------------------------------------------------
+
+    def _refused(self, sent_at: float, wait: float | None, *, refused: bool) -> None:
+        """Pause here at once; tell Redis in the background (the transport can't wait)."""
+        now = self._clock.now()
+        fallback = self._fallback
+        if fallback is not None and fallback.away:
+            if refused:
+                fallback.on_rate_limited(sent_at, wait)
+            else:
+                fallback.on_accepted(sent_at, {"X-RateLimit-Remaining": "0"})
+        pause = self._policy.pause_for(wait)
+        if refused or wait is not None:
+            self._pause_locally(now, pause.pause, pause.asked)
+        if (fallback is not None and fallback.away) or self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._report(sent_at, wait, refused), name=_REPORT
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report(self, sent_at: float, wait: float | None, refused: bool) -> Decision | None:
+        """Record a refusal in Redis, decide it on the key's logs, and store the decision.
+
+        Return the decision (``None`` if Redis failed, or another client's won).
+        """
+        policy = self._policy
+        pause = policy.pause_for(wait)
+        decision = None
+        try:
+            for _ in range(_DECIDE_TRIES):
+                local = self._clock.now()
+                fleet_now = self._slots.fleet_time(local)
+                record = await self._script.refuse(
+                    sent_at=sent_at,
+                    pause=pause.pause,
+                    asked=pause.asked,
+                    rate=policy.rate_at(fleet_now),
+                    look_back=policy.look_back(sent_at, wait),
+                    refused=refused,
+                    taken_since=self._taken_since,
+                    now=local,
+                )
+                self._taken_since = False
+                self._pause_locally(self._clock.now(), record.left, record.asked)
+                policy.load(record.version, record.policy)
+                decision, state = policy.decide(
+                    record.policy,
+                    now=record.now,
+                    sent_at=sent_at,
+                    wait=wait,
+                    refused=refused,
+                    sends=record.sends,
+                    refusals=record.refusals,
+                )
+                if state is None:
+                    return decision  # only the pause
+                decided = await self._script.decide(
+                    version=record.version,
+                    policy=state,
+                    rate=decision.rate,
+                    now=self._clock.now(),
+                )
+                policy.load(decided.version, decided.policy)
+                if decided.stored:
+                    logger.debug(
+                        "429: shared rate lowered to %.1f req/s "
+                        "(the key's clients got about %.1f req/s)",
+                        decision.rate,
+                        decision.measured,
+                    )
+                    return decision
+        except Exception as exc:  # never fail a call because of Redis
+            self._fall_back(exc)
+        return None
+
+    def _pause_locally(self, now: float, seconds: float, asked: float) -> None:
+        """Hold this client's sends for ``seconds`` from ``now`` (never shortening a pause)."""
+        if now >= self._paused_until:
+            self._asked_until = -math.inf  # a new pause: an older request no longer counts
+        self._asked_until = max(self._asked_until, now + asked)
+        if seconds > 0 and now + seconds > self._paused_until:
+            self._paused_until = now + seconds
+            self._spread = pause_spread(seconds)
+            self._slots.clear()  # slots from before the pause would land in it
+
+    async def _sit_out_pause(self, max_pause: float) -> None:
+        """Sleep until the pause is over, plus this waiter's own share of the spread."""
+        clock = self._clock
+        while (delay := self._paused_until - clock.now()) > 0:
+            asked = max(delay, self._asked_until - clock.now())
+            if asked > max_pause:
+                raise PauseTooLong(asked)
+            await clock.sleep(delay + self._spread * random.random())
+
+    # -- when Redis goes away -----------------------------------------------------------
+
+    def _current_fallback(self) -> Fallback | None:
+        """The fallback in force (dropped once it is over)."""
+        fallback = self._fallback
+        if fallback is not None and fallback.over():
+            self._fallback = fallback = None
+        return fallback
+
+    def _fall_back(self, exc: BaseException) -> None:
+        """Pace alone at this client's share of the rate until Redis answers again."""
+        if (self._fallback is not None and self._fallback.away) or self._closed:
+            return
+        clock = _FleetClock(self._clock, self._slots.offset)
+        now = clock.now()
+        rate = self._policy.rate_at(now)
+        self._fallback = fallback = Fallback(
+            share=None if rate is None else rate / max(1, self._live),
+            rate=rate,
+            hold_until=now + RECOVERY,
+            clock=clock,
+            max_pause=self.max_pause,
+            stats=self._stats,
+            reason=exc,
+        )
+        task = asyncio.get_running_loop().create_task(fallback.reconnect(self._ping))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ping(self) -> None:
+        local = self._clock.now()
+        pong = await self._script.ping(now=local)
+        self._slots.observe(self._clock.now(), pong.now)
+        self._live = pong.live
+
+    def _fleet_now(self) -> float:
+        return self._slots.fleet_time(self._clock.now())
+
+
+class _FleetClock:
+    """Our clock read as Redis' (a fixed offset): send times paced alone are on the key's clock."""
+
+    __slots__ = ("_clock", "_offset")
+
+    def __init__(self, clock: Clock, offset: float) -> None:
+        self._clock = clock
+        self._offset = offset
+
+    def now(self) -> float:
+        return self._clock.now() - self._offset
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clock.sleep(seconds)

@@ -1,0 +1,112 @@
+"""``FleetPolicy``: the adaptive policy (``AdaptiveRate``) for every client on a key.
+
+The policy runs here, in Python, exactly as ``LocalPacer`` runs it; Redis only stores its
+state. A refusal is decided on the key's logs (every client's sends and refusals, read
+back from Redis) and the stored state, then written back by compare-and-set on the
+state's version: when two clients decide at once, the first wins and the other takes its
+decision. Between refusals each client reads the rate from its copy of the state.
+
+This module is the one place that knows what of ``AdaptiveRate`` is its state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import msgspec
+
+from ..adaptive import _LONG_WAIT, _MAX_SPAN, AdaptiveRate, Decision
+
+__all__ = ["LOG_SPAN", "FleetPolicy"]
+
+#: Seconds of sends a decision may look back over (the policy's longest window).
+LOG_SPAN = _MAX_SPAN + 2.0
+
+
+class _State(msgspec.Struct, array_like=True, frozen=True):
+    """What a decision leaves behind (``AdaptiveRate``'s slots of the same names)."""
+
+    epoch: float
+    target: float | None
+    floor: float
+    resume: float
+    lowered: int
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_State).decode
+
+
+class FleetPolicy:
+    """The key's adaptive rate, as last stored in Redis (``version``), and its decisions."""
+
+    def __init__(self, ceiling: float | None, *, max_pause: float) -> None:
+        self._ceiling = ceiling
+        self._max_pause = max_pause
+        self._current = AdaptiveRate(ceiling, max_pause=max_pause)
+        #: The version of the stored state this copy holds (0: none stored yet).
+        self.version = 0
+
+    @property
+    def lowered(self) -> int:
+        """Times a refusal lowered the key's rate."""
+        return self._current.lowered
+
+    def rate_at(self, now: float) -> float | None:
+        """The key's rate at ``now`` (Redis' clock)."""
+        return self._current.rate_at(now)
+
+    def pause_for(self, wait: float | None) -> Decision:
+        """The pause a refusal with the server's ``wait`` brings, before anything is measured."""
+        return AdaptiveRate(None, max_pause=self._max_pause).on_refused(0.0, 0.0, wait)
+
+    def load(self, version: int, state: bytes) -> None:
+        """Take the stored state ``version`` (a newer one than held)."""
+        if version == self.version:
+            return
+        self._current = self._restore(state)
+        self.version = version
+
+    def look_back(self, sent_at: float, wait: float | None) -> float:
+        """Seconds of logs before ``sent_at`` a decision needs (0: it decides nothing new)."""
+        if sent_at < self._current._epoch:
+            return 0.0  # the burst already acted on: only the pause
+        asked = self.pause_for(wait).asked
+        return min(asked, _MAX_SPAN) if asked > _LONG_WAIT else 1.0
+
+    def decide(
+        self,
+        state: bytes,
+        *,
+        now: float,
+        sent_at: float,
+        wait: float | None,
+        refused: bool,
+        sends: Iterable[float],
+        refusals: Iterable[float],
+    ) -> tuple[Decision, bytes | None]:
+        """Decide a refusal on the stored ``state`` and the key's logs; the new state if any."""
+        policy = self._restore(state)
+        for t in sends:
+            policy.on_send(t)
+        policy._refused.extend(refusals)
+        decision = policy.on_refused(now, sent_at, wait, refused=refused)
+        if decision.rate is None:
+            return decision, None
+        return decision, _encode(
+            _State(policy._epoch, policy._target, policy._floor, policy._resume, policy.lowered)
+        )
+
+    def _restore(self, state: bytes) -> AdaptiveRate:
+        policy = AdaptiveRate(self._ceiling, max_pause=self._max_pause)
+        if state:
+            saved = _decode(state)
+            policy._epoch = saved.epoch
+            policy._target = saved.target
+            policy._floor = saved.floor
+            policy._resume = saved.resume
+            policy.lowered = saved.lowered
+        else:
+            policy._epoch = -math.inf
+        return policy
