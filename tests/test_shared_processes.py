@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import redis.asyncio as aioredis
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, RedisServer, most_in_one_second, redis_server_binary, scores
+from .conftest import API_KEY, RedisServer, most_in_one_second, scores
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,15 +57,6 @@ async def send_times(redis_url: str, base_url: str) -> list[float]:
         return await scores(client, f"{namespace_for(API_KEY, base_url)}:sends")
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A Redis this test may kill and restart, with a password (which must never be shown)."""
-    server = RedisServer(redis_server_binary(), tmp_path, password="s3cret-pw")
-    server.start()
-    yield server
-    server.stop()
 
 
 def worker(
@@ -152,3 +142,51 @@ async def wait_until(condition: Any, run: asyncio.Future[Any]) -> None:
     while not condition():
         assert not run.done(), "the workers finished before the condition held"
         await asyncio.sleep(0.01)
+
+
+# -- a lost state is not a burst ---------------------------------------------------------
+
+
+async def snapshot_then(redis_url: str, base_url: str, *commands: tuple[str, ...]) -> list[float]:
+    """The key's send times, read in one transaction with ``commands`` (which lose state)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.zrange(f"{namespace_for(API_KEY, base_url)}:sends", 0, -1, withscores=True)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute()
+        return sorted(score for _, score in replies[0])
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        ("FLUSHALL",),  # as a restart without persistence, with no outage
+        ("DEL", "{ns}:sends"),  # evicted: the send log alone
+        ("DEL", "{ns}:state", "{ns}:clients"),  # evicted: the state alone
+    ],
+    ids=["flushall", "log-evicted", "state-evicted"],
+)
+async def test_a_state_lost_mid_run_is_no_burst(
+    own_redis: RedisServer, loss: tuple[str, ...]
+) -> None:
+    rate, count = 100, 150
+    async with FakeHostUp(api_key=API_KEY) as fake:
+        ns = namespace_for(API_KEY, fake.url)
+        run = asyncio.ensure_future(
+            run_workers([worker(fake, own_redis.url, rate, 1 + i * 1000, count) for i in range(4)])
+        )
+        await wait_until(lambda: fake.stats.requests >= 200, run)
+        before = await snapshot_then(
+            own_redis.url, fake.url, tuple(part.format(ns=ns) for part in loss)
+        )
+        results = await run
+        after = await send_times(own_redis.url, fake.url)
+    assert [r["ok"] for r in results] == [count] * 4
+    assert len(before) >= 200 and len(before) + len(after) >= 4 * count
+    # Every send time reserved, under the lost state and the new one together: never more
+    # than the rate in any 1-s window.
+    assert most_in_one_second(sorted(set(before) | set(after))) <= rate
