@@ -8,6 +8,7 @@ and ``benchmarks/shared.py`` both start theirs from here.
 from __future__ import annotations
 
 import importlib.util
+import random
 import shutil
 import socket
 import subprocess
@@ -45,6 +46,24 @@ def free_port() -> int:
         return port
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 above it, as Redis 6 fixes it) is free too."""
+    for _ in range(1000):
+        port = random.randrange(20_000, 45_000)
+        if _free(port) and _free(port + 10_000):
+            return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
 class RedisServer:
     """A redis-server on a loopback port, to stop (as a crash would) and start again."""
 
@@ -55,10 +74,11 @@ class RedisServer:
         password: str | None = None,
         binary: str | None = None,
         options: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         self.binary = binary or redis_server_binary()
         self.folder = folder
-        self.port = free_port()
+        self.port = port or free_port()
         self.password = password
         self.options = options
         auth = f":{password}@" if password else ""
@@ -134,7 +154,9 @@ class RedisCluster:
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", "1000"),
             )
-            self.nodes.append(RedisServer(node_dir, binary=binary, options=options))
+            self.nodes.append(
+                RedisServer(node_dir, binary=binary, options=options, port=cluster_port())
+            )
         #: A URL of one node (the client finds the others).
         self.url = f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
