@@ -25,10 +25,11 @@ from .._exceptions import (
 )
 from .._models import sniff_status
 from .._pacing import Pacer, PauseTooLong
+from .._pacing.pause import pause_spread
 from .._secret import Redactor
 from .answer import Answer as _Answer
 from .answer import interpret, read_body
-from .retry import RetryBudget, is_retryable, pause_spread, retry_delay, server_wait_of
+from .retry import RetryBudget, is_retryable, retry_delay, server_wait_of
 
 __all__ = ["Transport", "logger"]
 

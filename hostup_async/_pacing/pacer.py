@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from .._constants import DEFAULT_MAX_RETRY_AFTER
-from .._http.retry import pause_spread, quota_spent_wait
+from .._http.retry import quota_spent_wait
 from .adaptive import AdaptiveRate, Decision
 from .bucket import SendBucket
+from .pause import pause_spread
 
 __all__ = ["Clock", "LocalPacer", "LoopClock", "Pacer", "PauseTooLong"]
 

@@ -37,8 +37,9 @@ from .._constants import (
 )
 from .._events import ClientStats
 from .._exceptions import ConfigurationError
-from .._http.retry import pause_spread, quota_spent_wait
+from .._http.retry import quota_spent_wait
 from .pacer import Clock, LocalPacer, LoopClock, PauseTooLong
+from .pause import pause_spread
 from .shared_script import SCRIPT
 
 if TYPE_CHECKING:
