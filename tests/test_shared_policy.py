@@ -153,7 +153,7 @@ EVENTS = st.lists(
         st.tuples(st.just("pass"), st.integers(1, 400).map(lambda n: n / 128)),
         st.tuples(st.just("send"), st.integers(1, 12)),
         st.tuples(st.just("refused"), st.integers(1, 10), WAITS),
-        st.tuples(st.just("spent"), st.integers(1, 10), st.sampled_from(["0.5", "2", "30"])),
+        st.tuples(st.just("spent"), st.integers(1, 10), st.sampled_from([0.5, 2.0, 30.0])),
         st.tuples(st.just("accepted"), st.integers(1, 10)),
     ),
     max_size=30,
@@ -192,12 +192,11 @@ async def run_both(redis_url: str, ceiling: float | None, events: list[tuple[obj
                     local.on_rate_limited(a, wait)  # type: ignore[arg-type]
                     shared.on_rate_limited(b, wait)  # type: ignore[arg-type]
                 elif kind == "spent":
-                    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(event[2])}
-                    local.on_accepted(a, headers)
-                    shared.on_accepted(b, headers)
+                    local.on_accepted(a, float(event[2]))  # type: ignore[arg-type]
+                    shared.on_accepted(b, float(event[2]))  # type: ignore[arg-type]
                 else:
-                    local.on_accepted(a, {})
-                    shared.on_accepted(b, {})
+                    local.on_accepted(a)
+                    shared.on_accepted(b)
                 await asyncio.gather(*shared._tasks)
             now = local_clock.t
             assert shared.paused_for() == pytest.approx(local.paused_for(), abs=1e-9)

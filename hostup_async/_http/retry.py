@@ -12,8 +12,6 @@ from typing import Any
 from .._constants import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    PAUSE_JITTER,
-    PAUSE_JITTER_CAP,
     RATE_LIMIT_PAUSE,
     RETRYABLE_STATUSES,
 )
@@ -30,7 +28,6 @@ __all__ = [
     "backoff_delay",
     "is_retryable",
     "parse_retry_after",
-    "pause_spread",
     "quota_spent_wait",
     "retry_delay",
     "server_wait_of",
@@ -131,15 +128,6 @@ def retry_delay(
         return backoff_delay(attempt, base=base, cap=cap, rand=rand)
     spread = min(cap, max(base, server_wait * 0.5))
     return server_wait + spread * rand()
-
-
-def pause_spread(pause: float) -> float:
-    """Return how far past a client-wide pause of ``pause`` seconds its waiters spread out.
-
-    Each request held by the pause wakes at the pause's end plus a uniform share of this,
-    never earlier, so they do not all hit the server at the same instant.
-    """
-    return min(PAUSE_JITTER_CAP, max(pause, 0.0) * PAUSE_JITTER)
 
 
 def is_retryable(error: HostUpError, body_is_json: bool = True) -> bool:

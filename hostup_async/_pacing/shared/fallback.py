@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from ..._constants import SHARED_BACKOFF_CAP, SHARED_REJOIN
 from ..._events import ClientStats
-from ..pacer import Clock, LocalPacer
+from ..local import LocalPacer
+from ..pacer import Clock
 
 __all__ = ["Fallback"]
 
@@ -80,9 +81,9 @@ class Fallback:
         self.tally(self._clock.now())
         return await self._pacer.acquire(max_pause)
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer to the local pacer."""
-        self._pacer.on_accepted(sent_at, headers)
+        self._pacer.on_accepted(sent_at, quota_wait)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a refusal to the local pacer."""

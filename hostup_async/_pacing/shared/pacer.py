@@ -17,9 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..._constants import (
@@ -30,10 +28,10 @@ from ..._constants import (
     SHARED_TIMEOUT,
 )
 from ..._events import ClientStats
-from ..._http.retry import pause_spread, quota_spent_wait
 from ..adaptive import Decision
 from ..bucket import _WINDOW_MARGIN
-from ..pacer import Clock, LoopClock, PauseTooLong
+from ..pacer import Clock, LoopClock
+from ..pause import Pause, pause_spread
 from .fallback import Fallback
 from .policy import LOG_SPAN, FleetPolicy
 from .script import Outdated, Paused, Reserved, StoreScript, Timing
@@ -87,8 +85,6 @@ class SharedPacer:
         lease_ahead: bool = True,
         redis_time: bool = True,
     ) -> None:
-        #: Most seconds one refusal pauses the clients, whatever the server asks.
-        self.max_pause = max_pause
         self._redis = redis
         self._owns_redis = owns_redis
         self._clock: Clock = clock if clock is not None else LoopClock()
@@ -104,9 +100,7 @@ class SharedPacer:
         self._stats = stats if stats is not None else ClientStats()
         self._timeout = timeout
         self._live = 1
-        self._paused_until = -math.inf  # on our clock
-        self._asked_until = -math.inf  # the pause the server asked for, before max_pause
-        self._spread = 0.0
+        self._pause = Pause(max_pause)  # on our clock
         self._taken_since = False
         self._queue: deque[asyncio.Future[Slot | _Wait]] = deque()
         self._slots = SlotStore()
@@ -117,6 +111,11 @@ class SharedPacer:
         self._closed = False
 
     # -- the Pacer interface ------------------------------------------------------------
+
+    @property
+    def max_pause(self) -> float:
+        """Most seconds one refusal pauses the clients, whatever the server asks."""
+        return self._pause.max_pause
 
     @property
     def rate(self) -> float | None:
@@ -137,13 +136,8 @@ class SharedPacer:
         return self._script.calls
 
     def paused_for(self) -> float:
-        """Seconds left of the pause after a refusal (0 when there is none).
-
-        While paused, a server that asked for longer than the pause lasts gives that.
-        """
-        now = self._clock.now()
-        left = self._paused_until - now
-        return 0.0 if left <= 0 else max(left, self._asked_until - now)
+        """While paused after a refusal, the seconds the server asked for that are left."""
+        return self._pause.left(self._clock.now())
 
     def try_acquire(self) -> float | None:
         """Take a send permit at once if one is at hand; ``None`` means ``acquire()``.
@@ -152,7 +146,7 @@ class SharedPacer:
         waiter) is due.
         """
         now = self._clock.now()
-        if now < self._paused_until:
+        if now < self._pause.until:
             return None
         fallback = self._current_fallback()
         if fallback is not None:
@@ -167,7 +161,8 @@ class SharedPacer:
         """Wait for the pause and a send slot, then return the send time."""
         clock = self._clock
         while True:
-            await self._sit_out_pause(max_pause)
+            while (pause := self._pause.wait(clock.now(), max_pause)) > 0:
+                await clock.sleep(pause)  # a refusal may extend the pause meanwhile
             fallback = self._current_fallback()
             if fallback is not None:
                 sent = await fallback.acquire(max_pause)
@@ -189,20 +184,17 @@ class SharedPacer:
             except BaseException:
                 self._slots.keep(slot)  # cancelled: the next waiter sends in our slot
                 raise
-            if clock.now() < self._paused_until:
+            if clock.now() < self._pause.until:
                 self._slots.keep(slot)  # a refusal came while we slept
                 continue
             return slot.at
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
-        self._asked_until = -math.inf  # the server takes requests again
+        self._pause.forget_ask()  # the server takes requests again
         self._taken_since = True  # (and the key's next refusal report says so)
-        if headers is None:
-            return
-        wait = quota_spent_wait(headers)
-        if wait is not None:
-            self._refused(sent_at, wait, refused=False)
+        if quota_wait is not None:
+            self._refused(sent_at, quota_wait, refused=False)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a 429: pause this client now, and every client on the key via Redis."""
@@ -336,10 +328,9 @@ class SharedPacer:
             if refused:
                 fallback.on_rate_limited(sent_at, wait)
             else:
-                fallback.on_accepted(sent_at, {"X-RateLimit-Remaining": "0"})
+                fallback.on_accepted(sent_at, wait)
         pause = self._policy.pause_for(wait)
-        if refused or wait is not None:
-            self._pause_locally(now, pause.pause, pause.asked)
+        self._pause_locally(now, pause.pause, pause.asked)
         if (fallback is not None and fallback.away) or self._closed:
             return
         task = asyncio.get_running_loop().create_task(
@@ -403,24 +394,19 @@ class SharedPacer:
             self._fall_back(exc)
         return None
 
-    def _pause_locally(self, now: float, seconds: float, asked: float) -> None:
-        """Hold this client's sends for ``seconds`` from ``now`` (never shortening a pause)."""
-        if now >= self._paused_until:
-            self._asked_until = -math.inf  # a new pause: an older request no longer counts
-        self._asked_until = max(self._asked_until, now + asked)
-        if seconds > 0 and now + seconds > self._paused_until:
-            self._paused_until = now + seconds
-            self._spread = pause_spread(seconds)
-            self._slots.clear()  # slots from before the pause would land in it
+    def _pause_locally(self, now: float, left: float, asked: float) -> None:
+        """Take on the key's pause: ``left`` seconds of it, the server having asked ``asked``.
 
-    async def _sit_out_pause(self, max_pause: float) -> None:
-        """Sleep until the pause is over, plus this waiter's own share of the spread."""
-        clock = self._clock
-        while (delay := self._paused_until - clock.now()) > 0:
-            asked = max(delay, self._asked_until - clock.now())
-            if asked > max_pause:
-                raise PauseTooLong(asked)
-            await clock.sleep(delay + self._spread * random.random())
+        As ``Pause.start``, with the bound already applied by whoever was refused.
+        """
+        pause = self._pause
+        if now >= pause.until:
+            pause.asked_until = -math.inf  # a new pause: an older ask no longer counts
+        pause.asked_until = max(pause.asked_until, now + asked)
+        if left > 0 and now + left > pause.until:
+            pause.until = now + left
+            pause.spread = pause_spread(left)
+            self._slots.clear()  # slots from before the pause would land in it
 
     # -- when Redis goes away -----------------------------------------------------------
 
