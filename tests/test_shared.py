@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from hostup_async import ConfigurationError, HostUpClient
@@ -292,3 +294,61 @@ async def test_a_redis_that_stops_answering_is_paced_around(
         await admin.aclose()
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
     assert sum("Redis is unavailable" in m for m in messages) == 1
+
+
+# -- at most once ------------------------------------------------------------------------
+
+
+async def test_a_reservation_sent_again_reserves_nothing_more(redis_server: RedisServer) -> None:
+    # What a client library's retry sends when a reply was lost after the script ran: the
+    # same EVALSHA with the same arguments, request id included.
+    ns = namespace_for(API_KEY, "http://retry.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pacer = SharedPacer(redis, namespace=ns, rate_limit=100.0, lease_ahead=False)
+    try:
+        script = pacer._script
+        argv = ["reserve", "", script._client_id, "req-1", "", "120", "0.75", "62", "10"]
+        argv += ["5", "0", "0.05", "0.5", "100.0", "0.1", "0.005", "0"]
+        first = await script._script(keys=script._keys, args=argv)
+        again = await script._script(keys=script._keys, args=argv)
+        assert again == first and len(first) == 5 + 5  # five send times, once
+        assert await redis.zcard(f"{ns}:sends") == 5
+        argv[3] = "req-2"  # a new request reserves anew
+        await script._script(keys=script._keys, args=argv)
+        assert await redis.zcard(f"{ns}:sends") == 10
+    finally:
+        await pacer.aclose()
+        await redis.aclose()
+
+
+REDIS_PY_5 = int(redis.__version__.split(".")[0]) >= 5
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"decode_responses": True},
+        pytest.param(
+            {"protocol": 3, "decode_responses": True},
+            marks=pytest.mark.skipif(not REDIS_PY_5, reason="RESP3 came with redis-py 5"),
+        ),
+    ],
+    ids=["decoded", "resp3"],
+)
+async def test_a_callers_client_with_other_reply_settings_shares_alike(
+    redis_server: RedisServer, fake: FakeHostUp, options: dict[str, Any]
+) -> None:
+    redis = aioredis.Redis.from_url(redis_server.url, **options)
+    try:
+        async with HostUpClient(
+            API_KEY, base_url=fake.url, rate_limit=50, shared_limit=redis
+        ) as client:
+            results = await client.fetch_vms(range(1, 11), usage_log=False)
+            sent = await client._pacer.acquire(60.0)
+            client._pacer.on_rate_limited(sent, 0.01)  # a decision stored and read back
+            await asyncio.gather(*client._pacer._tasks)  # type: ignore[attr-defined]
+            assert client._pacer.sharing  # type: ignore[attr-defined]
+            assert client._pacer._policy.lowered == 1  # type: ignore[attr-defined]
+        assert all(r.ok for r in results)
+    finally:
+        await redis.aclose()
