@@ -14,11 +14,12 @@ import msgspec
 import pytest
 
 from hostup_async import HostUpClient
+from hostup_async._pacing.shared.connect import close_redis
 from hostup_async.testing import FakeHostUp
 
 from .redis_servers import RedisCluster, RedisServer, free_port, redis_server_binary
 
-__all__ = ["RedisCluster", "RedisServer", "free_port"]
+__all__ = ["RedisCluster", "RedisServer", "close_redis", "free_port"]
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

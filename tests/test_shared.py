@@ -18,6 +18,7 @@ from hostup_async.testing import FakeHostUp
 from .conftest import (
     API_KEY,
     RedisServer,
+    close_redis,
     free_port,
     most_in_one_second,
     scores,
@@ -61,7 +62,7 @@ async def test_a_callers_redis_client_is_used_and_left_open(
         assert await redis.ping()  # still ours to use
         assert await redis.exists(f"{namespace_for(API_KEY, fake.url)}:sends")
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 # -- what goes into Redis ---------------------------------------------------------------
@@ -87,7 +88,7 @@ async def test_keys_are_hashed_tagged_and_expire(
             assert key.startswith("hostup:{") and "}" in key  # one hash tag: one cluster slot
             assert 0 < await redis.pttl(key) <= 200_000  # every key expires
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
@@ -119,7 +120,7 @@ async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
         assert most_in_one_second(times) <= rate
         assert await redis.zcard(f"{other}:sends") == 30  # its own namespace, not counted with ours
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 # -- the shared pause -------------------------------------------------------------------
@@ -142,7 +143,7 @@ async def test_a_refusal_one_client_got_pauses_another(redis_server: RedisServer
     finally:
         await one.aclose()
         await other.aclose()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 # -- cancellation -----------------------------------------------------------------------
@@ -168,7 +169,7 @@ async def test_a_cancelled_waiters_slot_goes_to_the_next_one(redis_server: Redis
         assert sent == max(await scores(redis, f"{ns}:sends"))
     finally:
         await pacer.aclose()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 async def test_cancelling_mid_round_trip_loses_no_slot_and_crosses_no_reply(
@@ -196,7 +197,7 @@ async def test_cancelling_mid_round_trip_loses_no_slot_and_crosses_no_reply(
         assert await redis.set("probe", "42") and await redis.get("probe") == b"42"
     finally:
         await pacer.aclose()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 # -- when Redis is away -----------------------------------------------------------------
@@ -244,7 +245,7 @@ async def test_sharing_resumes_when_redis_is_back(
     try:
         assert await redis.zcard(f"{namespace_for(API_KEY, fake.url)}:sends") >= 10
     finally:
-        await redis.aclose()
+        await close_redis(redis)
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("Redis is back" in m for m in messages) == 1
@@ -270,7 +271,7 @@ async def test_a_read_only_redis_is_paced_around_and_sharing_resumes(
                 await client.get_vm_details(1, usage_log=False)
                 await asyncio.sleep(0.05)
     finally:
-        await admin.aclose()
+        await close_redis(admin)
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
     assert sum("Redis is unavailable" in m for m in messages) == 1
     assert sum("Redis is back" in m for m in messages) == 1
@@ -291,7 +292,7 @@ async def test_a_redis_that_stops_answering_is_paced_around(
             assert all(r.ok for r in results)
             assert client.stats.shared_fallback > 0
     finally:
-        await admin.aclose()
+        await close_redis(admin)
     messages = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
     assert sum("Redis is unavailable" in m for m in messages) == 1
 
@@ -318,7 +319,7 @@ async def test_a_reservation_sent_again_reserves_nothing_more(redis_server: Redi
         assert await redis.zcard(f"{ns}:sends") == 10
     finally:
         await pacer.aclose()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 REDIS_PY_5 = int(redis.__version__.split(".")[0]) >= 5
@@ -351,4 +352,4 @@ async def test_a_callers_client_with_other_reply_settings_shares_alike(
             assert client._pacer._policy.lowered == 1  # type: ignore[attr-defined]
         assert all(r.ok for r in results)
     finally:
-        await redis.aclose()
+        await close_redis(redis)

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp
 
-from .conftest import API_KEY, RedisServer
+from .conftest import API_KEY, RedisServer, close_redis
 from .test_cli import run_cli
 
 
@@ -17,7 +17,7 @@ async def send_count(redis_url: str, base_url: str) -> int:
     try:
         return int(await redis.zcard(f"{namespace_for(API_KEY, base_url)}:sends"))
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 @pytest.mark.parametrize("command", [("fetch", "1-5"), ("details", "7"), ("billing", "7")])

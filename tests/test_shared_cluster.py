@@ -11,7 +11,7 @@ from hostup_async import HostUpClient
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp
 
-from .conftest import API_KEY
+from .conftest import API_KEY, close_redis
 from .redis_servers import RedisCluster
 from .test_shared_processes import run_workers, wait_until, worker
 
@@ -23,7 +23,7 @@ async def cluster_send_times(cluster: RedisCluster, base_url: str) -> list[float
         rows = cast("list[tuple[bytes, float]]", await client.zrange(key, 0, -1, withscores=True))
         return sorted(score for _, score in rows)
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 async def test_a_redis_cluster_client_is_accepted_and_every_key_is_in_one_slot(
@@ -47,7 +47,7 @@ async def test_a_redis_cluster_client_is_accepted_and_every_key_is_in_one_slot(
             assert await redis.exists(f"{prefix}:{suffix}")
         assert len(await cluster_send_times(redis_cluster, fake.url)) >= 20
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 async def test_a_cluster_url_paces_through_the_cluster(

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, RedisServer, most_in_one_second, scores
+from .conftest import API_KEY, RedisServer, close_redis, most_in_one_second, scores
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ async def send_times(redis_url: str, base_url: str) -> list[float]:
     try:
         return await scores(client, f"{namespace_for(API_KEY, base_url)}:sends")
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 def worker(
@@ -158,7 +158,7 @@ async def snapshot_then(redis_url: str, base_url: str, *commands: tuple[str, ...
             replies = await pipe.execute()
         return sorted(score for _, score in replies[0])
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 @pytest.mark.parametrize(

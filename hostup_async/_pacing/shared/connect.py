@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     #: Either kind of redis-py asyncio client the shared limit runs on.
     AnyRedis: TypeAlias = "Redis | RedisCluster"
 
-__all__ = ["namespace_for", "redis_from"]
+__all__ = ["close_redis", "namespace_for", "redis_from"]
 
 # ``+cluster`` (as the ``limits`` library spells it): the URL names one node of a cluster.
 _CLUSTER = "+cluster"
@@ -89,6 +89,19 @@ def _check_url(url: str) -> str:
     if db not in ("", "0") and parts.scheme.endswith(_CLUSTER):
         raise ConfigurationError("shared_limit: a Redis Cluster has database 0 only")
     return parts.scheme
+
+
+async def close_redis(redis: AnyRedis) -> None:
+    """Close a redis-py client and its connections (``aclose`` from redis-py 5 on)."""
+    import redis.asyncio as aioredis
+
+    aclose = getattr(redis, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    elif isinstance(redis, aioredis.Redis):
+        await redis.close(close_connection_pool=True)  # redis-py 4 leaves the pool open
+    else:
+        await redis.close()
 
 
 def namespace_for(api_key: str, base_url: str) -> str:

@@ -32,6 +32,7 @@ from ..adaptive import Decision
 from ..bucket import _WINDOW_MARGIN
 from ..pacer import Clock, LoopClock
 from ..pause import Pause, pause_spread
+from .connect import close_redis
 from .fallback import Fallback
 from .policy import LOG_SPAN, FleetPolicy
 from .script import Outdated, Paused, Reserved, StoreScript, Timing
@@ -222,9 +223,8 @@ class SharedPacer:
         if self._fallback is not None:
             self._fallback.tally(self._clock.now())
         if self._owns_redis:
-            close = getattr(self._redis, "aclose", None) or self._redis.close  # redis-py < 5
             with contextlib.suppress(Exception):
-                await close()
+                await close_redis(self._redis)
 
     # -- reserving send times -----------------------------------------------------------
 
@@ -350,12 +350,10 @@ class SharedPacer:
         try:
             for _ in range(_DECIDE_TRIES):
                 local = self._clock.now()
-                fleet_now = self._slots.fleet_time(local)
                 record = await self._script.refuse(
                     sent_at=sent_at,
                     pause=pause.pause,
                     asked=pause.asked,
-                    rate=policy.rate_at(fleet_now),
                     look_back=policy.look_back(sent_at, wait),
                     refused=refused,
                     taken_since=self._taken_since,
@@ -378,7 +376,6 @@ class SharedPacer:
                 decided = await self._script.decide(
                     version=record.version,
                     policy=state,
-                    rate=decision.rate,
                     now=self._clock.now(),
                 )
                 policy.load(decided.version, decided.policy)

@@ -206,7 +206,6 @@ class StoreScript:
         sent_at: float,
         pause: float,
         asked: float,
-        rate: float | None,
         look_back: float,
         refused: bool,
         taken_since: bool,
@@ -219,8 +218,6 @@ class StoreScript:
             repr(sent_at),
             repr(pause),
             repr(asked),
-            _number(rate),
-            repr(RATE_BURST_SECONDS),
             repr(look_back),
             "1" if refused else "0",
             "1" if taken_since else "0",
@@ -237,13 +234,9 @@ class StoreScript:
             [float(t) for t in reply[8 + count :]],
         )
 
-    async def decide(
-        self, *, version: int, policy: bytes, rate: float | None, now: float
-    ) -> Decided:
-        """Store ``policy`` (which sets ``rate``) if the key's is still ``version``."""
-        reply = await self._call(
-            "decide", now, str(version), policy, _number(rate), repr(RATE_BURST_SECONDS)
-        )
+    async def decide(self, *, version: int, policy: bytes, now: float) -> Decided:
+        """Store ``policy`` if the key's is still ``version`` (compare and set)."""
+        reply = await self._call("decide", now, str(version), policy)
         return Decided(
             float(reply[1]), _text(reply[0]) == "decided", int(reply[2]), _bytes(reply[3])
         )

@@ -89,14 +89,6 @@ local function note_send(t)
   if t > last then last = t end
 end
 
--- SendBucket.hold: the bucket is empty when the pause ends, so no burst follows it.
-local function hold_bucket(rate, burst)
-  if rate then
-    local T = 1.0 / rate
-    tat = math.max(tat, paused + T + (math.max(1.0, rate * burst) - 1.0) * T)
-  end
-end
-
 local function scores(key, lo, hi, out)
   local rows = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES')
   for i = 2, #rows, 2 do out[#out + 1] = rows[i] end
@@ -128,7 +120,9 @@ if op == 'reserve' then
       T = 1.0 / rate
       tau = (math.max(1.0, rate * burst) - 1.0) * T
       window = math.max(1, math.floor(rate))
-      tat = math.max(tat, hold + tau)  -- empty at the hold's end: no burst after a loss
+      -- Empty when a hold after a loss ends, and when a pause ends (SendBucket.hold):
+      -- no burst follows either.
+      tat = math.max(tat, hold + tau, paused + T + tau)
     end
     local nxt
     for i = 1, count + ahead do
@@ -159,39 +153,36 @@ if op == 'reserve' then
   redis.call('SET', KEYS[5], request .. ' ' .. cjson.encode(out), 'PX', math.ceil(keep * 1000))
 elseif op == 'refuse' then
   -- ARGV[10] sent_at, [11] pause s (already bounded), [12] seconds the server asked,
-  -- [13] the rate in force ('' for none), [14] burst s, [15] seconds to look back from
-  -- sent_at (0: no logs), [16] '1' refused or '0' a spent quota (not counted as refused),
-  -- [17] '1' if the server took one of this client's requests since its last refusal
+  -- [13] seconds to look back from sent_at (0: no logs), [14] '1' refused or '0' a spent
+  -- quota (not counted as refused), [15] '1' if the server took one of this client's
+  -- requests since its last refusal
   -- returns {'refused', now, gen, version, policy, paused_left, asked_left, n,
   --   n send times in [sent_at - look back, sent_at], refused send times before sent_at}
   local sent_at, pause, wanted = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-  local rate, burst, back = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+  local back = tonumber(ARGV[13])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. fmt(now - log_span))
   -- A new pause, or the server took a request since (a spent quota is one taken): an
   -- older ask is over.
-  if now >= paused or ARGV[16] == '0' or ARGV[17] == '1' then asked = NEVER end
+  if now >= paused or ARGV[14] == '0' or ARGV[15] == '1' then asked = NEVER end
   if now + pause > paused then paused = now + pause end
   if now + wanted > asked then asked = now + wanted end
-  hold_bucket(rate, burst)
   local sends, refusals = {}, {}
   if back > 0 then
     scores(KEYS[2], fmt(sent_at - back), fmt(sent_at), sends)
     scores(KEYS[3], fmt(sent_at - back), '(' .. fmt(sent_at), refusals)
   end
-  if ARGV[16] == '1' then redis.call('ZADD', KEYS[3], fmt(sent_at), request) end
+  if ARGV[14] == '1' then redis.call('ZADD', KEYS[3], fmt(sent_at), request) end
   out = {'refused', fmt(now), gen, tostring(version), policy, fmt(paused - now),
     fmt(math.max(0, asked - now)), tostring(#sends)}
   for _, t in ipairs(sends) do out[#out + 1] = t end
   for _, t in ipairs(refusals) do out[#out + 1] = t end
 elseif op == 'decide' then
-  -- ARGV[10] the policy version the decision was made on, [11] the new policy state,
-  -- [12] the rate it sets, [13] burst s (the bucket is held empty to the pause's end)
+  -- ARGV[10] the policy version the decision was made on, [11] the new policy state
   -- returns {'decided' or 'conflict', now, version, policy}: the policy stored now
   if decided_by == request then
     out = {'decided', fmt(now), tostring(version), policy}
   elseif tonumber(ARGV[10]) == version then
     version, policy, decided_by = version + 1, ARGV[11], request
-    hold_bucket(tonumber(ARGV[12]), tonumber(ARGV[13]))
     out = {'decided', fmt(now), tostring(version), policy}
   else
     out = {'conflict', fmt(now), tostring(version), policy}
