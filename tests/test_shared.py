@@ -116,9 +116,9 @@ async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
         times = await scores(redis, f"{namespace}:sends")
-        assert len(times) == 90
+        assert len(times) >= 90  # (and any slots leased ahead that went unused)
         assert most_in_one_second(times) <= rate
-        assert await redis.zcard(f"{other}:sends") == 30  # its own namespace, not counted with ours
+        assert 30 <= await redis.zcard(f"{other}:sends") < 90  # its own, not counted with ours
     finally:
         await close_redis(redis)
 

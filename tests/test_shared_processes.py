@@ -74,7 +74,7 @@ def worker(
 
 
 async def test_four_processes_share_one_rate_with_skewed_clocks(redis_server: RedisServer) -> None:
-    rate = 40
+    rate = 60
     async with FakeHostUp(api_key=API_KEY, rate_limit=rate, rate_mode="token_bucket") as fake:
         skews = [0.0, 3600.0, -3600.0, 0.25]  # as far apart as clocks on other hosts may be
         results = await run_workers(
@@ -116,7 +116,7 @@ async def test_a_429_received_by_one_process_pauses_them_all(redis_server: Redis
 
 
 async def test_redis_killed_and_restarted_mid_run_loses_nothing(own_redis: RedisServer) -> None:
-    rate, count = 150, 200
+    rate, count = 150, 120
     async with FakeHostUp(api_key=API_KEY) as fake:
         run = asyncio.ensure_future(
             run_workers([worker(fake, own_redis.url, rate, 1 + i * 1000, count) for i in range(4)])
@@ -173,20 +173,20 @@ async def snapshot_then(redis_url: str, base_url: str, *commands: tuple[str, ...
 async def test_a_state_lost_mid_run_is_no_burst(
     own_redis: RedisServer, loss: tuple[str, ...]
 ) -> None:
-    rate, count = 100, 150
+    rate, count = 100, 100
     async with FakeHostUp(api_key=API_KEY) as fake:
         ns = namespace_for(API_KEY, fake.url)
         run = asyncio.ensure_future(
             run_workers([worker(fake, own_redis.url, rate, 1 + i * 1000, count) for i in range(4)])
         )
-        await wait_until(lambda: fake.stats.requests >= 200, run)
+        await wait_until(lambda: fake.stats.requests >= 150, run)
         before = await snapshot_then(
             own_redis.url, fake.url, tuple(part.format(ns=ns) for part in loss)
         )
         results = await run
         after = await send_times(own_redis.url, fake.url)
     assert [r["ok"] for r in results] == [count] * 4
-    assert len(before) >= 200 and len(before) + len(after) >= 4 * count
+    assert len(before) >= 150 and len(before) + len(after) >= 4 * count
     # Every send time reserved, under the lost state and the new one together: never more
     # than the rate in any 1-s window.
     assert most_in_one_second(sorted(set(before) | set(after))) <= rate
