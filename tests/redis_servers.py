@@ -120,7 +120,7 @@ class RedisServer:
             process.wait()
 
     def command(self, *args: str) -> bytes:
-        """Send one command (no password needed) and return the raw reply's first line."""
+        """Send one command (no password) and return its reply: a line, or a bulk string's body."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             parts = [f"*{len(args)}\r\n".encode()]
             for arg in args:
@@ -128,12 +128,21 @@ class RedisServer:
                 parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
             sock.sendall(b"".join(parts))
             reply = b""
-            while not reply.endswith(b"\r\n"):
+            while b"\r\n" not in reply:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 reply += chunk
-            return reply
+            if not reply.startswith(b"$"):
+                return reply
+            head, _, body = reply.partition(b"\r\n")
+            size = int(head[1:])
+            while len(body) < size + 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            return body[:size]
 
 
 class RedisCluster:

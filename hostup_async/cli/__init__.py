@@ -843,7 +843,8 @@ def _common_options() -> _Parser:
         # No %(default)s in the help: the URL may hold a Redis password.
         default=os.environ.get(SHARED_LIMIT_ENV),
         help=f"share the key's rate limit and 429 pauses with other processes through the "
-        f"Redis at URL, such as redis://localhost:6379/0 (default: ${SHARED_LIMIT_ENV}; "
+        f"Redis at URL, such as redis://localhost:6379/0, or redis+cluster://host:port for "
+        f"a Redis Cluster (default: ${SHARED_LIMIT_ENV}; "
         "needs hostup-async[redis])",
     )
     common.add_argument(

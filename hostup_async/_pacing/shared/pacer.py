@@ -103,6 +103,7 @@ class SharedPacer:
         self._live = 1
         self._pause = Pause(max_pause)  # on our clock
         self._taken_since = False
+        self._next_free = -math.inf  # when the key's next free send time is due, on our clock
         self._queue: deque[asyncio.Future[Slot | _Wait]] = deque()
         self._slots = SlotStore()
         self._lease_ahead = lease_ahead
@@ -253,6 +254,12 @@ class SharedPacer:
         """
         queue = self._queue
         while queue and self.sharing:
+            # The key's schedule is booked ahead: a send asked for now would be due no
+            # sooner than its next free time anyway. Wait until just before it, and ask
+            # once for everyone who queued meanwhile (fewer round trips, no later sends).
+            linger = self._next_free - SHARED_LEASE_HORIZON - self._clock.now()
+            if linger > 0:
+                await self._clock.sleep(linger)
             batch: list[asyncio.Future[Slot | _Wait]] = []
             while queue and len(batch) < SHARED_LEASE_MAX:
                 waiter = queue.popleft()
@@ -265,13 +272,14 @@ class SharedPacer:
             # (try_acquire). Any nobody takes in time are dropped, unused.
             ahead = SHARED_LEASE_MAX - len(batch) if self._lease_ahead and not self._slots else 0
             local = self._clock.now()
+            rate = self._policy.rate_at(self._slots.fleet_time(local))
             try:
                 reply = await self._script.reserve(
                     count=len(batch),
                     ahead=ahead,
                     lease_horizon=SHARED_LEASE_HORIZON,
                     cap=SHARED_RESERVE_AHEAD,
-                    rate=self._policy.rate_at(self._slots.fleet_time(local)),
+                    rate=rate,
                     window_margin=_WINDOW_MARGIN,
                     version=self._policy.version,
                     now=local,
@@ -293,7 +301,7 @@ class SharedPacer:
                     if not waiter.done():
                         waiter.set_result(_NO_SLOT)
                 continue
-            self._hand_out(batch, reply)
+            self._hand_out(batch, reply, rate)
             if reply.next_at is not None and queue:
                 # Reserved up to the cap: come back when half of it is free again.
                 due = reply.next_at - SHARED_RESERVE_AHEAD / 2 + self._slots.offset
@@ -303,9 +311,13 @@ class SharedPacer:
             if not waiter.done():
                 waiter.set_result(_NO_SLOT)
 
-    def _hand_out(self, batch: list[asyncio.Future[Slot | _Wait]], reply: Reserved) -> None:
+    def _hand_out(
+        self, batch: list[asyncio.Future[Slot | _Wait]], reply: Reserved, rate: float | None
+    ) -> None:
         """Give each waiter a slot; keep the rest; queue again whoever got none."""
         slots = self._slots.slots(reply.times, local=self._clock.now(), server_now=reply.now)
+        if slots and rate is not None:
+            self._next_free = slots[-1].due + 1.0 / rate
         got = 0
         for waiter in batch:
             if waiter.done():  # cancelled while we were asking
