@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import importlib.util
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -127,12 +129,37 @@ def redis_server_binary() -> str:
     )
 
 
+# Ports a test hands to a server it starts. Below the kernel's ephemeral range (Linux
+# 32768-60999, IANA/macOS 49152-65535), which bind(0) and every outgoing connection on the
+# machine draw from: a port taken from there and released can be handed to someone else
+# before the server binds it, while one down here is only ever taken by a process that
+# asks for that number. Random, so parallel workers (and parallel runs) rarely ask twice.
+_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    """Return a loopback TCP port nobody listens on right now."""
+    """Return a loopback TCP port nobody listens on now, that the kernel does not hand out."""
+    for _ in range(100):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: pick another
+            return port
+    pytest.fail("no free loopback port in 100 tries")
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """Yield a loopback port that refuses connections for as long as the block lasts.
+
+    The port stays bound (not listening) meanwhile, so no other test can start a server
+    on it: a connection attempt is refused however many tests run in parallel.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        yield int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import pytest
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -172,13 +171,6 @@ def test_web_service_demo() -> None:
     assert '"hostname": "vm12.example.net"' in out
     assert '"code": "NOT_FOUND"' in out
     assert '"kind": "PermissionDeniedError"' in out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def get(url: str) -> tuple[int, str]:
