@@ -20,13 +20,16 @@ import aiohttp
 import msgspec
 import pytest
 
-from hostup_async import HostUpClient
+from hostup_async import Backoff, HostUpClient
 from hostup_async.testing import FakeHostUp
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 API_KEY = "test-key-5f1c9a"
+#: For clients that retry against the fake server: a retry waits milliseconds, not seconds
+#: (a test of the backoff itself uses its own).
+QUICK_BACKOFF = Backoff(base=0.001, cap=0.01)
 # Where the fake server's own tasks (request handlers, the accept loop) run their code: the
 # fake shares the test's event loop, and its tasks are not the client's.
 _SERVER_SIDE = ("aiohttp/web_", "asyncio/selector_events")
@@ -103,7 +106,9 @@ async def fake() -> AsyncIterator[FakeHostUp]:
 
 @pytest.fixture
 async def client(fake: FakeHostUp) -> AsyncIterator[HostUpClient]:
-    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as c:
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, backoff=QUICK_BACKOFF
+    ) as c:
         yield c
 
 
