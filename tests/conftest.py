@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -235,8 +235,9 @@ async def scores(redis: Redis, key: str) -> list[float]:
     return sorted(score for _, score in rows)
 
 
-def most_in_one_second(times: list[float]) -> int:
-    """The most of ``times`` (sorted) in any 1-s window."""
+def most_in_one_second(times: Iterable[float]) -> int:
+    """The most of ``times`` (in any order) in any half-open 1-s window ``[t, t + 1)``."""
+    times = sorted(times)
     most, start = 0, 0
     for end, t in enumerate(times):
         while t - times[start] >= 1.0:

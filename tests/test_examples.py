@@ -212,6 +212,7 @@ def test_web_service_serves_until_interrupted() -> None:
         assert '"hostname": "vm10.example.net"' in body
         assert get(base + "/vms/0")[0] == 400  # InvalidVMIDError, raised before any request
         assert get(base + "/fleet/bandwidth?vmids=x")[0] == 400
+        assert get(base + "/fleet/bandwidth?vmids=1-999999999")[0] == 400  # counted, not built
         status, body = get(base + "/fleet/bandwidth?vmids=1-2")
         assert status == 200
         assert body.count('"sent"') == 2

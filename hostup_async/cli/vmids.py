@@ -6,11 +6,9 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-__all__ = ["MAX_VMID", "ParsedVMIDs", "VMIDSyntaxError", "merge", "parse_one", "parse_token"]
+from .._constants import MAX_VMID
 
-#: Largest vmid the command line sends: the API's ids are 64-bit integers at most, and a
-#: longer run of digits is a typo, not an id.
-MAX_VMID = 2**63 - 1
+__all__ = ["ParsedVMIDs", "VMIDSyntaxError", "merge", "parse_one", "parse_token"]
 
 # re.ASCII: \d would also match full-width and other Unicode digits, which int() accepts.
 _ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
