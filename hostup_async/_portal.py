@@ -10,8 +10,8 @@ thread, then stops the loop and joins the thread, so nothing is left for finaliz
 
 from __future__ import annotations
 
+import _thread
 import asyncio
-import concurrent.futures
 import os
 import threading
 import weakref
@@ -41,6 +41,41 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Call(Generic[T]):
+    """One coroutine submitted from another thread: started on the loop, waited for on a lock.
+
+    Leaner than ``run_coroutine_threadsafe``'s chained futures and condition: a bare lock
+    the loop releases when the task is done is the whole hand-over, on every sync call.
+    """
+
+    __slots__ = ("_coro", "done", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.task: asyncio.Task[T] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: run the coroutine as a task, and release ``done`` when it ends."""
+        self.task = loop.create_task(self._coro)
+        self.task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        self.done.release()
+
+    def result(self) -> T:
+        """The task's result, or its exception, once ``done`` has been released."""
+        if self.task is None:  # pragma: no cover - done is released only by the task's end
+            raise RuntimeError("the call never started")
+        return self.task.result()
+
+    def cancel(self) -> None:
+        """On the loop: cancel the task (the caller stopped waiting)."""
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Runtime(Generic[R]):
@@ -93,20 +128,25 @@ class Runtime(Generic[R]):
                 "a sync HostUpClient was called from its own event loop thread (from a hook "
                 "such as progress= or on_attempt=); hooks must not call the client"
             )
+        call = _Call(coro)
         with self._submitting:
             if self._stopped:
                 coro.close()
                 raise ClientClosedError("this HostUpClient is closed; create a new one")
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            # Queued before any stop of the loop, so the task exists before the loop ends.
+            self.loop.call_soon_threadsafe(call.start, self.loop)
         try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            if self._stopped:
-                raise ClientClosedError("this HostUpClient was closed during the call") from None
-            raise
+            call.done.acquire()
         except BaseException:
             # Ctrl-C while waiting: the call stops too, rather than running on unseen.
-            future.cancel()
+            if not self._stopped:
+                self.loop.call_soon_threadsafe(call.cancel)
+            raise
+        try:
+            return call.result()
+        except asyncio.CancelledError:
+            if self._stopped:
+                raise ClientClosedError("this HostUpClient was closed during the call") from None
             raise
 
     def stop(self, close: Callable[[R], Awaitable[None]]) -> None:
