@@ -656,10 +656,8 @@ def _open_out(path: str) -> AbstractContextManager[IO[str]]:
         raise UsageError(f"cannot write --out {path}: {exc.strerror}") from None
 
 
-# The demo fleet: realistic trouble, small enough to finish in a few seconds.
+# The demo fetches the start of the demo fleet: realistic trouble, done in a few seconds.
 _DEMO_FLEET = 400
-_DEMO_FORBIDDEN = frozenset(range(37, _DEMO_FLEET, 53))
-_DEMO_MISSING = frozenset(range(90, _DEMO_FLEET, 97))
 _DEMO_SERVER_LIMIT = 150  # requests per second the fake accepts
 _DEMO_CLIENT_RATE = 250.0  # set above the server's hidden limit on purpose
 
@@ -667,12 +665,12 @@ _DEMO_CLIENT_RATE = 250.0  # set above the server's hidden limit on purpose
 async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
     """``demo``: run a bulk fetch against the embedded fake server and summarise it."""
     from ..testing import FakeHostUp
+    from ..testing._data import demo_fleet
 
     key = "demo-key"
     fake = FakeHostUp(
         api_key=key,
-        forbidden=_DEMO_FORBIDDEN,
-        missing=_DEMO_MISSING,
+        **demo_fleet(),
         rate_limit=_DEMO_SERVER_LIMIT,
         usage_log_hours=args.hours,
     )
@@ -709,8 +707,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
                 write=keep,
             )
             for result in sorted(shown, key=lambda r: int(r.vmid)):
-                vm, bc = result.details, result.billing_cycle
-                assert vm is not None and bc is not None
+                vm, bc = result.details_or_raise(), result.billing_cycle_or_raise()
                 sent = sum(s.data_sent for s in vm.usage_log.values()) / 1e9
                 price = next((c.price for c in bc.cycles if c.is_current), Decimal(0))
                 print(
@@ -727,11 +724,13 @@ async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
     """``serve-fake``: run the fake API until interrupted."""
     from ..testing import FakeHostUp
 
+    fleet = _fake_fleet(args)
     fake = FakeHostUp(
         api_key=args.fake_key,
         port=args.port,
         rate_limit=args.rate_limit,
         usage_log_hours=args.hours,
+        **fleet,
     )
     try:
         await fake.start()
@@ -739,13 +738,59 @@ async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(f"cannot listen on port {args.port}: {exc.strerror}") from None
     try:
         print(
-            f"fake HostUp API at {fake.url} (X-API-Key: {args.fake_key}); Ctrl-C stops it", file=out
+            f"fake HostUp API at {fake.url} (X-API-Key: {args.fake_key}); Ctrl-C stops it\n"
+            f"{_describe_fleet(fleet)}",
+            file=out,
         )
         out.flush()
         await asyncio.Event().wait()
     finally:
         await fake.stop()
     return EXIT_OK  # pragma: no cover - only reached by cancellation
+
+
+# Most vmids --forbidden and --missing may list: the fake keeps them in memory.
+_MAX_LISTED = 1_000_000
+
+
+def _fake_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    """The fleet ``serve-fake`` serves: the demo's, changed by its options."""
+    from ..testing._data import demo_fleet
+
+    fleet = demo_fleet()
+    if args.all_ok:
+        fleet = {"forbidden": frozenset(), "missing": frozenset(), "max_vmid": None}
+    for name in ("forbidden", "missing"):
+        tokens = getattr(args, name)
+        if tokens is not None:
+            parsed = parse_vmids([tokens]) if tokens.strip() else ParsedVMIDs([], 0, 0)
+            if parsed.total > _MAX_LISTED:
+                raise UsageError(f"--{name} lists {parsed.total} vmids; at most {_MAX_LISTED:,}")
+            fleet[name] = frozenset(itertools.chain(*parsed.ranges))
+    if args.max_vmid is not None:
+        fleet["max_vmid"] = args.max_vmid or None
+    return fleet
+
+
+def _describe_fleet(fleet: dict[str, Any]) -> str:
+    """Say in one line which vmids answer 403 and 404."""
+    from ..testing._data import DEMO_MAX_VMID, demo_fleet
+
+    if fleet == demo_fleet():
+        return (
+            "the demo fleet: 403 for vmids 7, 403 and every vmid ending in 37; 404 for 42, 404, "
+            f"every vmid ending in 90 and every vmid above {DEMO_MAX_VMID}"
+        )
+
+    def listed(ids: frozenset[int]) -> str:
+        first = sorted(ids)[:6]
+        return ", ".join(map(str, first)) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+
+    missing = [listed(fleet["missing"])] if fleet["missing"] else []
+    if fleet["max_vmid"] is not None:
+        missing.append(f"every vmid above {fleet['max_vmid']}")
+    forbidden = f"403 for vmids {listed(fleet['forbidden'])}" if fleet["forbidden"] else "no 403s"
+    return f"{forbidden}; " + (f"404 for {', '.join(missing)}" if missing else "no 404s")
 
 
 # -- argument parsing ---------------------------------------------------------------------
@@ -949,6 +994,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--hours", type=hours, default=24, help="usage-log hours per VM (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--forbidden",
+        metavar="VMIDS",
+        help="vmids answered 403, such as 7,403 or 100-120 ('' for none; default: the demo "
+        "fleet's 7, 403 and every vmid ending in 37)",
+    )
+    serve.add_argument(
+        "--missing",
+        metavar="VMIDS",
+        help="vmids answered 404 ('' for none; default: the demo fleet's 42, 404 and every "
+        "vmid ending in 90)",
+    )
+    serve.add_argument(
+        "--max-vmid",
+        type=_int_in("an integer", 0),
+        metavar="N",
+        help="vmids above N are answered 404; 0: no limit (default: 20000)",
+    )
+    serve.add_argument(
+        "--all-ok",
+        action="store_true",
+        help="no forbidden or missing vmids: every vmid is a VM (unless listed with the above)",
     )
     parser.set_defaults(subparsers=sub.choices)
     return parser
