@@ -25,7 +25,7 @@ _LATENCY_SAMPLE = 10_000
 
 # Attempts that failed to connect, with none answered, before the URL counts as unreachable:
 # more than one, so a single refused connection (a server restarting) is still retried.
-_REFUSALS_TO_GIVE_UP = 3
+_CONNECT_FAILURES_TO_GIVE_UP = 3
 
 
 @dataclass
@@ -39,8 +39,8 @@ class RunStats:
     attempts: int = 0
     answered: int = 0
     """Attempts that got an HTTP answer (any status): the URL reaches some server."""
-    refused: int = 0
-    """Attempts that could not connect at all."""
+    connect_failures: int = 0
+    """Attempts that could not connect at all (refused, reset, unreachable; not a 429)."""
     unreachable: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the first attempts all failed to connect: the URL is wrong or the server down."""
     attempt_time: float = 0.0
@@ -55,8 +55,8 @@ class RunStats:
         if event.status is not None:
             self.answered += 1
         elif _connect_failure(event.error):
-            self.refused += 1
-            if not self.answered and self.refused >= _REFUSALS_TO_GIVE_UP:
+            self.connect_failures += 1
+            if not self.answered and self.connect_failures >= _CONNECT_FAILURES_TO_GIVE_UP:
                 self.unreachable.set()
         if len(self.latencies) < _LATENCY_SAMPLE:
             self.latencies.append(event.elapsed)
