@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -13,7 +15,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from hostup_async import HostUpClient
+from hostup_async import Backoff, HostUpClient
 from hostup_async._pacing.shared.connect import close_redis
 from hostup_async.testing import FakeHostUp
 
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 API_KEY = "test-key-5f1c9a"
+#: For clients that retry against the fake server: a retry waits milliseconds, not seconds
+#: (a test of the backoff itself uses its own).
+QUICK_BACKOFF = Backoff(base=0.001, cap=0.01)
 # Where the fake server's own tasks (request handlers, the accept loop) run their code: the
 # fake shares the test's event loop, and its tasks are not the client's.
 _SERVER_SIDE = ("aiohttp/web_", "asyncio/selector_events")
@@ -101,11 +106,25 @@ async def fake() -> AsyncIterator[FakeHostUp]:
 
 @pytest.fixture
 async def client(fake: FakeHostUp) -> AsyncIterator[HostUpClient]:
-    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as c:
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, backoff=QUICK_BACKOFF
+    ) as c:
         yield c
 
 
 # -- a real Redis for the shared-limit tests ---------------------------------------------
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """Yield a loopback port that refuses connections for as long as the block lasts.
+
+    The port stays bound (not listening) meanwhile, so no other test can start a server
+    on it: a connection attempt is refused however many tests run in parallel.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -156,8 +175,9 @@ async def scores(redis: Redis, key: str) -> list[float]:
     return sorted(score for _, score in rows)
 
 
-def most_in_one_second(times: list[float]) -> int:
-    """The most of ``times`` (sorted) in any 1-s window."""
+def most_in_one_second(times: Iterable[float]) -> int:
+    """The most of ``times`` (in any order) in any half-open 1-s window ``[t, t + 1)``."""
+    times = sorted(times)
     most, start = 0, 0
     for end, t in enumerate(times):
         while t - times[start] >= 1.0:

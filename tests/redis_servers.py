@@ -38,12 +38,14 @@ def redis_server_binary() -> str:
     raise FileNotFoundError(NOT_FOUND)
 
 
-def free_port() -> int:
-    """Return a loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# Ports a test hands to a server it starts. Below the kernel's ephemeral range (Linux
+# 32768-60999, IANA/macOS 49152-65535), which bind(0) and every outgoing connection on the
+# machine draw from: a port taken from there and released can be handed to someone else
+# before the server binds it, while one down here is only ever taken by a process that
+# asks for that number. Random, so parallel workers (and parallel runs) rarely ask twice.
+# A cluster node also needs its bus port, 10,000 above (Redis 6 fixes it there).
+_PORTS = range(20_000, 32_768)
+_BUS = 10_000
 
 
 def _free(port: int) -> bool:
@@ -55,13 +57,16 @@ def _free(port: int) -> bool:
         return True
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 above it, as Redis 6 fixes it) is free too."""
-    for _ in range(1000):
-        port = random.randrange(20_000, 45_000)
-        if _free(port) and _free(port + 10_000):
+def free_port(*, with_bus: bool = False) -> int:
+    """Return a loopback TCP port nobody listens on now, that the kernel does not hand out.
+
+    ``with_bus``: and whose cluster bus port is free too.
+    """
+    for _ in range(100):
+        port = random.choice(_PORTS)
+        if _free(port) and (not with_bus or _free(port + _BUS)):
             return port
-    raise RuntimeError("no free pair of ports for a cluster node")
+    raise RuntimeError("no free loopback port in 100 tries")
 
 
 class RedisServer:
@@ -164,7 +169,7 @@ class RedisCluster:
                 *("--cluster-node-timeout", "1000"),
             )
             self.nodes.append(
-                RedisServer(node_dir, binary=binary, options=options, port=cluster_port())
+                RedisServer(node_dir, binary=binary, options=options, port=free_port(with_bus=True))
             )
         #: A URL of one node (the client finds the others).
         self.url = f"redis://127.0.0.1:{self.nodes[0].port}/0"
