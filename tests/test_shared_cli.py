@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp
 
-from .conftest import API_KEY, RedisServer, close_redis
+from .conftest import API_KEY, RedisCluster, RedisServer, close_redis
 from .test_cli import run_cli
 
 
@@ -56,3 +57,16 @@ async def test_help_never_shows_the_url_from_the_environment() -> None:
     )
     assert code == 0
     assert "--shared-limit" in out and "s3cret" not in out
+
+
+async def test_a_cluster_url_paces_through_the_cluster(
+    fake: FakeHostUp, redis_cluster: RedisCluster
+) -> None:
+    url = redis_cluster.url.replace("redis://", "redis+cluster://")
+    code, _, err = await run_cli("fetch", "1-4", "--base-url", fake.url, "--shared-limit", url)
+    assert code == 0, err
+    client = ClusterClient.from_url(redis_cluster.url)
+    try:
+        assert await client.zcard(f"{namespace_for(API_KEY, fake.url)}:sends") >= 4
+    finally:
+        await close_redis(client)
