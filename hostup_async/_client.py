@@ -7,7 +7,7 @@ import os
 import ssl
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import aiohttp
 
@@ -25,7 +25,7 @@ from ._constants import (
 )
 from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
-from ._http.retry import RetryBudget
+from ._http.retry import Backoff, RetryBudget
 from ._http.transport import Transport
 from ._models import (
     BILLING_DECODER,
@@ -57,6 +57,22 @@ __all__ = ["HostUpClient"]
 
 USER_AGENT = f"hostup-async/{__version__}"
 
+# What to write instead, for the mistakes sync code makes with an async client.
+_NOT_A_WITH = (
+    "HostUpClient is async: write `async with HostUpClient() as client:` inside an "
+    "`async def` (in Jupyter, at top level), or use hostup_async.sync.HostUpClient for `with`"
+)
+_NO_LOOP = (
+    "HostUpClient is async and no event loop is running here: inside an `async def` run by "
+    "asyncio.run(), write `await client.get_vm_details(...)` and `async for r in "
+    "client.stream_vms(...)`; in synchronous code use hostup_async.sync.HostUpClient"
+)
+_OTHER_LOOP = (
+    "this HostUpClient belongs to the event loop it was first used in, and each asyncio.run() "
+    "starts a new one: create the client inside the coroutine that asyncio.run() runs (one "
+    "client per event loop), or use hostup_async.sync.HostUpClient from synchronous code"
+)
+
 
 def _details(body: bytes, status: int) -> VMDetails:
     result: VMDetails = unwrap(DETAILS_DECODER, body, status)
@@ -72,16 +88,47 @@ def _billing(body: bytes, status: int) -> BillingCycle:
     return result
 
 
+async def _held_for_the_loop(
+    transport: Transport, session: aiohttp.ClientSession | None, pacer: Pacer
+) -> AsyncGenerator[None, None]:
+    """Hold what the client opened until it is closed, or until its event loop ends.
+
+    An async generator, so the loop itself ends it: ``asyncio.run()`` closes every live one
+    before closing the loop, and one dropped with its client is closed on the loop too. So
+    a client outliving its ``asyncio.run()``, or dropped unclosed (a notebook cell run
+    again), still closes its session on its own loop, and nothing warns of an unclosed one.
+    It holds the parts, not the client, so it never keeps a dropped client alive.
+    """
+    try:
+        yield
+    finally:
+        transport.close()
+        if session is not None:
+            await session.close()
+        await pacer.aclose()
+
+
+def _start(held: AsyncGenerator[None, None]) -> None:
+    """Run ``held`` to its ``yield``, registering it with the running loop, without awaiting."""
+    step = held.asend(None)  # the loop's first-iteration hook sees it here
+    try:
+        step.send(None)
+    except StopIteration:
+        return  # suspended at its yield, as meant
+    raise RuntimeError("_held_for_the_loop awaited before its yield")  # pragma: no cover
+
+
 class HostUpClient:
     """Async client for HostUp's VPS API; use it as ``async with HostUpClient() as client``.
 
     Every request goes through one aiohttp session, one rate limiter (``rate_limit``
     requests per second) and one concurrency cap (``max_concurrency`` requests in flight).
     Failed attempts are retried as described in the docs' failure model: 429, 500, 502,
-    503, 504, timeouts and transport errors, with jittered exponential backoff that never
-    undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
-    what the server accepts (probing back up later); with ``rate_limit=None`` there is no
-    limit until a 429 arrives after some requests got through, which installs one.
+    503, 504, timeouts and transport errors, with jittered exponential backoff (``backoff``,
+    a ``Backoff``) that never undercuts a server-given wait. A 429 pauses the whole client
+    and lowers its rate to what the server accepts (probing back up later); with
+    ``rate_limit=None`` there is no limit until a 429 arrives after some requests got
+    through, which installs one.
     No server hint is waited on beyond ``max_retry_after`` seconds (per client, or per
     call): a longer one ends the call at once with ``RateLimitError``.
 
@@ -115,6 +162,7 @@ class HostUpClient:
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
+        backoff: Backoff | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
         user_agent: str | None = None,
@@ -156,6 +204,8 @@ class HostUpClient:
         self._tls = check_tls(tls)
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError("retry_budget must be a RetryBudget")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff, not {type(backoff).__name__}")
         check_hook("on_attempt", on_attempt)
         check_hook("on_retry", on_retry)
         if not isinstance(trust_env, bool):
@@ -164,6 +214,8 @@ class HostUpClient:
         self._trust_env = trust_env
         self._user_session = session
         self._budget = retry_budget if retry_budget is not None else RetryBudget()
+        self.backoff = backoff if backoff is not None else Backoff()
+        """The wait between a failed attempt and its retry (``Backoff()`` by default)."""
         self._on_attempt = on_attempt
         self._on_retry = on_retry
         self.stats = ClientStats()
@@ -187,6 +239,7 @@ class HostUpClient:
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: AsyncGenerator[None, None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -195,6 +248,12 @@ class HostUpClient:
             f"max_concurrency={self.max_concurrency!r}, timeout={self.timeout!r}, "
             f"max_retries={self.max_retries!r})"
         )
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(_NOT_A_WITH)
+
+    def __exit__(self, *exc: object) -> None:
+        """Present only so that ``with`` reaches ``__enter__`` and its advice."""
 
     async def __aenter__(self) -> HostUpClient:
         self._open()
@@ -234,24 +293,25 @@ class HostUpClient:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
             return
         self._closed = True
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()  # calls in flight, or waiting to retry, end with ClientClosedError
-        session, self._session = self._session, None
-        if session is not None and session is not self._user_session:
-            await session.close()
-        await self._pacer.aclose()
+        self._transport = self._session = None
+        held, self._held = self._held, None
+        if held is not None:
+            # Closes the transport (calls in flight, or waiting to retry, end with
+            # ClientClosedError), our own session, and the pacer; at once if the loop ended.
+            await held.aclose()
+        else:
+            await self._pacer.aclose()
 
     def _open(self) -> Transport:
         """Return the transport, opening the session in the running loop on first use."""
         if self._closed:
             raise ClientClosedError("this HostUpClient is closed; create a new one")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(_NO_LOOP) from None
         if self._loop is not loop and self._loop is not None:
-            raise RuntimeError(
-                "this HostUpClient belongs to the event loop it was first used in; "
-                "create one client per event loop"
-            )
+            raise RuntimeError(_OTHER_LOOP)
         if self._transport is None:
             self._loop = loop
             session = self._user_session
@@ -290,11 +350,15 @@ class HostUpClient:
                 pacer=self._pacer,
                 max_concurrency=self.max_concurrency,
                 budget=self._budget,
+                backoff=self.backoff,
                 stats=self.stats,
                 on_attempt=self._on_attempt,
                 on_retry=self._on_retry,
                 max_body_size=self.max_body_size,
             )
+            owned = session if session is not self._user_session else None
+            self._held = _held_for_the_loop(self._transport, owned, self._pacer)
+            _start(self._held)
         return self._transport
 
     def _call_options(

@@ -29,13 +29,7 @@ from .._pacing.pause import pause_spread
 from .._secret import Redactor
 from .answer import Answer as _Answer
 from .answer import interpret, read_body
-from .retry import (
-    RetryBudget,
-    is_retryable,
-    quota_spent_wait,
-    retry_delay,
-    server_wait_of,
-)
+from .retry import Backoff, RetryBudget, is_retryable, quota_spent_wait, server_wait_of
 
 __all__ = ["Transport", "logger"]
 
@@ -62,6 +56,7 @@ class Transport:
         pacer: Pacer,
         max_concurrency: int,
         budget: RetryBudget,
+        backoff: Backoff,
         stats: ClientStats,
         on_attempt: AttemptHook | None,
         on_retry: AttemptHook | None,
@@ -79,6 +74,7 @@ class Transport:
         self._pacer = pacer
         self._slots = asyncio.Semaphore(max_concurrency)
         self._budget = budget
+        self._backoff = backoff
         self._stats = stats
         self._on_attempt = on_attempt
         self._on_retry = on_retry
@@ -155,7 +151,7 @@ class Transport:
             retry_in: float | None = None
             if attempt <= max_retries and is_retryable(error, body_is_json):
                 server_wait = server_wait_of(error, answer.headers if answer else None)
-                retry_in = retry_delay(attempt - 1, server_wait)
+                retry_in = self._backoff.delay(attempt, server_wait)
                 cost = (
                     self._budget.timeout_cost
                     if isinstance(error, RequestTimeoutError)
