@@ -4,7 +4,7 @@ Each simulated client runs ``LocalPacer``'s synchronous core (the bucket, the ad
 policy, the pause: the code the real client runs) and the transport's rules around it: a
 call sits out a pause holding no slot, holds one of ``max_concurrency`` slots while it
 waits its turn and while its request is out, and is retried after a 429 as
-``retry_delay`` says. Requests reach a gateway model (``_limits``, whose limit may move)
+the client's default ``Backoff`` says. Requests reach a gateway model (``_limits``, whose limit may move)
 after a seeded latency with jitter, and its answers come back the same way, with the hint
 written as that gateway writes it.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .._constants import DEFAULT_MAX_RETRY_AFTER, RATE_LIMIT_PAUSE
-from .._http.retry import retry_delay
+from .._http.retry import Backoff
 from .._pacing.local import LocalPacer
 from .._pacing.pause import pause_spread
 from ._limits import HiddenLimit, RateMode, hidden_limit
@@ -277,7 +277,7 @@ class _Client:
         ) or call.attempt > self.work.max_retries:
             self.end(call, ok=False)
         else:
-            wait = retry_delay(call.attempt - 1, hint, rand=self.sim.rng.random)
+            wait = self.sim.backoff.delay(call.attempt, hint)
             self.sim.at(now + wait, self.ready, call)
 
     def release_slot(self) -> None:
@@ -315,6 +315,7 @@ class _Sim:
         self.send_cost = send_cost
         self.clock = _Clock()
         self.rng = random.Random(seed)
+        self.backoff = Backoff(random=self.rng.random)  # the client's default backoff
         self.gateway = gateway
         self.limit: HiddenLimit = hidden_limit(gateway.mode, gateway.limit, gateway.window)
         self.latency = latency
