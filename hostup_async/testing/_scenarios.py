@@ -66,14 +66,24 @@ def reach(per_second: Sequence[int], start: int, level: float, *, hold: int = 3)
     return math.inf
 
 
-def matrix_cell(style: str, hint: str, items: int = 2000) -> Callable[[int], Figures]:
-    """One cell of the pacing matrix: a client set to 400 req/s streams ``items`` VMs."""
+def matrix_cell(
+    style: str, hint: str, items: int = 2000, *, latency: float = 0.01, jitter: float = 0.005
+) -> Callable[[int], Figures]:
+    """One cell of the pacing matrix: a client set to 400 req/s streams ``items`` VMs.
+
+    ``latency`` and ``jitter`` as ``simulate`` takes them (a loopback run: about 2 ms).
+    """
     options = {**MATRIX_STYLES[style], **MATRIX_HINTS[hint]}
     gateway = Gateway(**options)  # type: ignore[arg-type]
 
     def run(seed: int) -> Figures:
         result = simulate(
-            gateway, [Workload(rate_limit=400.0, items=items)], seed=seed, duration=120.0
+            gateway,
+            [Workload(rate_limit=400.0, items=items)],
+            seed=seed,
+            duration=120.0,
+            latency=latency,
+            jitter=jitter,
         )
         client = result.clients[0]
         finished = client.finished if client.finished is not None else math.inf
