@@ -30,9 +30,10 @@ How it decides:
 - **What a full sample says.** If the server took clearly less than this client sent,
   that is its limit: the rate drops to ``ADAPTIVE_BACKOFF`` times it. If it took about
   all it was sent and then refused, the limit is just below the rate in force: the same
-  drop from that. Refused again right after such a drop, the limit fell: what the
-  server took since the last refusal, the pause included, says how far (at most a drop
-  to ``ADAPTIVE_THIN_BACKOFF``).
+  drop from that (refused while resting at a measured rate, the measure ran high: a
+  further ``_RESTING_BACKOFF``). Refused again right after such a drop, the limit fell:
+  what the server took since the last refusal, the pause included, says how far (at most
+  a drop to ``_FELL_BACKOFF`` of the rate in force).
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
@@ -41,8 +42,8 @@ How it decides:
   a cubic: ``ADAPTIVE_PROBE`` seconds on it is ``1 + ADAPTIVE_PROBE_GAIN`` times the
   resting rate plus ``ADAPTIVE_PROBE_STEP`` req/s (the fixed step lets a client squeezed
   low by others on the key climb as fast as they do). A probe refused while the server
-  takes about the resting rate goes back to it and rests twice as long (up to
-  ``_MAX_REST``): the limit has not moved. Never above the configured ceiling.
+  takes about the resting rate goes back to it: the limit has not moved. Never above the
+  configured ceiling.
 - A refusal before anything was accepted only pauses: it says nothing about the rate.
 """
 
@@ -84,8 +85,11 @@ _AGREE = 0.25
 _AGREE_MIN = 5
 # A refusal this soon after the climb back ended is "again".
 _AGAIN = 1.0
-# Longest rest before a probe, in seconds, after probes keep failing at one rate.
-_MAX_REST = 32.0
+# Least share of the rate in force a limit that fell is taken to have fallen to, at once.
+_FELL_BACKOFF = 0.5
+# Share of the rate a client refused while resting at it backs off to (as well as
+# ADAPTIVE_BACKOFF): the measure it rested on ran high.
+_RESTING_BACKOFF = 0.95
 # What the last decision was based on; after the last three it rested at a rate it held.
 _THIN, _MEASURED, _SATURATED, _PROBED = "thin", "measured", "saturated", "probed"
 _LEVELS = (_MEASURED, _SATURATED, _PROBED)
@@ -271,9 +275,8 @@ class AdaptiveRate:
             and _TOOK_LESS * held_before <= measured <= held_before / _TOOK_LESS
         ):
             # A probe above the rate held without a refusal failed, and the server took
-            # about that rate: back to it, and rest there longer before the next probe.
+            # about that rate: back to it, and rest there before the next probe.
             kind, target = _PROBED, held_before
-            rest = min(_MAX_REST, 2.0 * max(self._rest, self._plateau))
         elif measured < _TOOK_LESS * allowed:
             # The server took clearly less than this client sent: that is its limit.
             kind, target = _MEASURED, measured
@@ -292,8 +295,12 @@ class AdaptiveRate:
             # far.
             kind, target = (
                 _SATURATED,
-                max(self._taken_since(self._epoch, sent_at), allowed * ADAPTIVE_THIN_BACKOFF),
+                max(self._taken_since(self._epoch, sent_at), allowed * _FELL_BACKOFF),
             )
+        elif self._kind in _LEVELS and now > climbed:
+            # Refused while resting at the rate held: the last measure ran high (a token
+            # bucket's stored burst): further below it.
+            kind, target = _SATURATED, min(measured, allowed) * _RESTING_BACKOFF
         else:
             # It took about all it was sent, then refused: the limit is just below.
             kind, target = _SATURATED, allowed
