@@ -9,6 +9,12 @@ runs against a fresh server process.
 A reference row per style runs botocore's CUBIC rule (its documented constants,
 reimplemented here, the benchmark only) in the same harness: a rate clocker, a CUBIC
 rate adjustor and a token bucket, no client-wide pause.
+
+Then the pacing simulator (``hostup_async.testing._simulator``: the SDK's own pacer in
+virtual time) runs issue 17's scenarios over hundreds of seeds each and reports each
+figure's median and worst 5%: the matrix, a stray 429 at cold start, a light service
+meeting one 429, four and five clients on one key, a limit that moves. Four matrix cells
+run both ways validate it: simulated and real-HTTP shares must agree within 5%.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 from hostup_async import AttemptEvent, HostUpClient
 from hostup_async._pacing.bucket import SendBucket
+from hostup_async.testing import _scenarios as scenarios
 
 from ._harness import Table, fake_server
 from ._server import API_KEY
@@ -29,7 +36,99 @@ TITLE = "Pacing against hidden limits"
 TARGETS = (
     Target("pacing {}: share of the limit", ("cells", "*", "share"), ">=", 0.90),
     Target("pacing {}: share answered 429", ("cells", "*", "refused_share"), "<=", 0.02),
+    # The simulated distributions: the worst 5% of the seeded runs of each scenario.
+    Target(
+        "pacing simulated {}: share (worst 5%)", ("simulated", "*", "share", "worst_5"), ">=", 0.90
+    ),
+    Target(
+        "pacing simulated {}: 429s (worst 5%)", ("simulated", "*", "refused", "worst_5"), "<=", 0.02
+    ),
+    Target(
+        "pacing simulated {}: s to 0.8 of the limit (worst 5%)",
+        ("scenarios", "*", "to_80", "worst_5"),
+        "<=",
+        10.0,
+    ),
+    Target(
+        "pacing simulated {}: burst share of the limit (worst 5%)",
+        ("scenarios", "*", "burst_share", "worst_5"),
+        ">=",
+        0.9,
+    ),
+    Target(
+        "pacing simulated {}: share of the limit (worst 5%)",
+        ("scenarios", "*", "total", "worst_5"),
+        ">=",
+        0.85,
+    ),
+    Target(
+        "pacing simulated {}: 429s (worst 5%)", ("scenarios", "*", "refused", "worst_5"), "<=", 0.03
+    ),
+    Target(
+        "pacing simulated {}: least client, share of fair (worst 5%)",
+        ("scenarios", "*", "min_share", "worst_5"),
+        ">=",
+        0.5,
+    ),
+    Target(
+        "pacing simulated {}: s to half a share (worst 5%)",
+        ("scenarios", "*", "to_half_share", "worst_5"),
+        "<=",
+        15.0,
+    ),
+    Target(
+        "pacing simulated {}: s to 0.85 of 50 (worst 5%)",
+        ("scenarios", "*", "to_85_of_50", "worst_5"),
+        "<=",
+        5.0,
+    ),
+    Target(
+        "pacing simulated {}: least second after, share of 50 (worst 5%)",
+        ("scenarios", "*", "floor_after_drop", "worst_5"),
+        ">=",
+        0.3,
+    ),
+    Target(
+        "pacing simulated {}: s to 0.85 of 150 (worst 5%)",
+        ("scenarios", "*", "to_85_of_150", "worst_5"),
+        "<=",
+        20.0,
+    ),
+    Target(
+        "pacing validation {}: simulated vs real share",
+        ("validation", "*", "difference"),
+        "<=",
+        0.05,
+    ),
 )
+
+#: Seeded runs per simulated scenario (a quick run: a smoke count).
+SEEDS = 200
+QUICK_SEEDS = 10
+#: The matrix cells run both ways to validate the simulator against real HTTP.
+VALIDATION = (
+    ("token bucket", "body, whole s"),
+    ("fixed 1 s", "none"),
+    ("sliding 1 s", "header, whole s"),
+    ("fixed 10 s", "body, exact"),
+)
+#: Loopback to the benchmark's server process, as the simulator sees it (round trip,
+#: and up to this much more each way).
+LOOPBACK = {"latency": 0.002, "jitter": 0.001}
+
+#: The issue's scenarios beyond the matrix, by name (internet-like latency: 10 ms).
+SCENARIOS: dict[str, Any] = {
+    "cold start, one stray 429": scenarios.cold_start,
+    "4 req/s service, one 429, then a burst": scenarios.service_burst,
+    "4 clients, token bucket, each at R": scenarios.tenants("token_bucket", 100.0),
+    "4 clients, token bucket, unlimited": scenarios.tenants("token_bucket", None),
+    "4 clients, fixed window, each at R": scenarios.tenants("fixed", 100.0),
+    "4 clients, fixed window, unlimited": scenarios.tenants("fixed", None),
+    "5th client joins, token bucket": scenarios.newcomer("token_bucket", 100.0),
+    "5th client joins, fixed window": scenarios.newcomer("fixed", 100.0),
+    "limit 100 -> 50 -> 150, silent bucket": scenarios.moving_limit("token_bucket"),
+    "limit 100 -> 50 -> 150, silent fixed window": scenarios.moving_limit("fixed"),
+}
 
 LIMIT = 100  # the server's requests per second
 CONFIGURED = 400.0  # the client's rate_limit, four times too high
@@ -192,12 +291,14 @@ def first_steady_second(answers: list[tuple[float, int | None]]) -> int | None:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    """Every style and hint, then the CUBIC reference per style, each on a fresh server."""
+    """The real-HTTP matrix and reference rows, then the simulated distributions."""
     n = 300 if quick else 2000
     styles = dict(list(STYLES.items())[:2]) if quick else STYLES
     hints = dict(list(HINTS.items())[1:3]) if quick else HINTS
     plan = [(s, h, False) for s in styles for h in hints]
     plan += [(s, "body, whole s", True) for s in styles]
+    if not quick:  # every validation cell runs over real HTTP
+        plan += [(s, h, False) for s, h in VALIDATION if (s, h, False) not in plan]
     cells = {}
     for style, hint, reference in plan:
         options = {"rate_limit": LIMIT, **STYLES[style], **HINTS[hint]}
@@ -211,11 +312,47 @@ def run(quick: bool) -> dict[str, Any]:
             "client": who,
             **figures,
         }
+    seeds = range(QUICK_SEEDS if quick else SEEDS)
+    simulated = {
+        f"{style} / {hint}": scenarios.distribution(
+            scenarios.matrix_cell(style, hint, n, **LOOPBACK), seeds
+        )
+        for style in STYLES
+        for hint in HINTS
+    }
+    validation = {}
+    for style, hint in VALIDATION:
+        real = cells.get(f"{style} / {hint} / hostup-async")
+        if real is None:
+            continue  # (a quick run does not run every validation cell)
+        sim = simulated[f"{style} / {hint}"]["share"]["median"]
+        validation[f"{style} / {hint}"] = {
+            "real": real["share"],
+            "simulated": round(sim, 4),
+            "difference": round(abs(sim - real["share"]) / real["share"], 4),
+        }
     # The reference rows are not the SDK's: they carry no targets.
     return {
         "vms": n,
+        "seeds": len(seeds),
         "cells": {k: v for k, v in cells.items() if v["client"] == "hostup-async"},
         "reference": {k: v for k, v in cells.items() if v["client"] != "hostup-async"},
+        "simulated": _rounded(simulated),
+        "scenarios": _rounded(
+            {name: scenarios.distribution(run, seeds) for name, run in SCENARIOS.items()}
+        ),
+        "validation": validation,
+    }
+
+
+def _rounded(figures: dict[str, Any]) -> dict[str, Any]:
+    """The distributions, each figure to 4 significant places (infinite: never reached)."""
+    return {
+        name: {
+            figure: {k: (round(v, 4) if math.isfinite(v) else 1e9) for k, v in stats.items()}
+            for figure, stats in runs.items()
+        }
+        for name, runs in figures.items()
     }
 
 
@@ -233,9 +370,9 @@ def _row(cell: dict[str, Any]) -> list[str]:
 
 
 def tables(result: dict[str, Any]) -> list[Table]:
-    """The matrix, then the CUBIC reference rows."""
+    """The matrix, the CUBIC reference rows, then the simulated distributions."""
     header = ["gateway", "429 hint", "client", "share of limit", "429s", "seconds", "steady from"]
-    return [
+    out = [
         Table(
             f"pacing: {result['vms']:,} VMs, server at {LIMIT} req/s, client set to {CONFIGURED:g}",
             header,
@@ -246,3 +383,98 @@ def tables(result: dict[str, Any]) -> list[Table]:
             "second's worth, so a run can pass 1.0.",
         )
     ]
+    if "simulated" not in result:
+        return out
+    seeds = result["seeds"]
+    out.append(
+        Table(
+            f"pacing, simulated: the same matrix, {seeds} seeded runs a cell (loopback latency)",
+            [
+                "gateway / 429 hint",
+                "share: median",
+                "share: worst 5%",
+                "429s: median",
+                "429s: worst 5%",
+            ],
+            [
+                [
+                    name,
+                    f"{d['share']['median']:.3f}",
+                    f"{d['share']['worst_5']:.3f}",
+                    f"{100 * d['refused']['median']:.2f}%",
+                    f"{100 * d['refused']['worst_5']:.2f}%",
+                ]
+                for name, d in result["simulated"].items()
+            ],
+            "Worst 5%: 95% of the runs did at least this well.",
+        )
+    )
+    out.append(
+        Table(
+            f"pacing, simulated: issue 17's scenarios, {seeds} seeded runs each (10 ms latency)",
+            ["scenario", "figure", "median", "worst 5%", "target"],
+            [
+                [
+                    name,
+                    _LABELS.get(figure, figure),
+                    _fmt(figure, d["median"]),
+                    _fmt(figure, d["worst_5"]),
+                    _GOALS.get(figure, ""),
+                ]
+                for name, figures in result["scenarios"].items()
+                for figure, d in figures.items()
+            ],
+            "Seconds are counted from the event until three whole seconds in a row take "
+            "the level; 'never' means not within the run.",
+        )
+    )
+    if result.get("validation"):
+        out.append(
+            Table(
+                "pacing: the simulator against real HTTP, same cells",
+                ["gateway / 429 hint", "real share", "simulated (median)", "difference"],
+                [
+                    [
+                        name,
+                        f"{v['real']:.3f}",
+                        f"{v['simulated']:.3f}",
+                        f"{100 * v['difference']:.1f}%",
+                    ]
+                    for name, v in result["validation"].items()
+                ],
+            )
+        )
+    return out
+
+
+_LABELS = {
+    "to_80": "s to 0.8 of the limit",
+    "refused": "429s",
+    "burst_share": "burst, share of the limit",
+    "total": "all clients, share of the limit (s 20-60)",
+    "min_share": "least client in a 10-s window, share of fair",
+    "to_half_share": "newcomer: s to half a share",
+    "with_newcomer": "all 5, share of the limit (s 40-60)",
+    "to_85_of_50": "s from the drop to 0.85 of 50",
+    "floor_after_drop": "least second after that, share of 50",
+    "to_85_of_150": "s from the raise to 0.85 of 150",
+}
+_GOALS = {
+    "to_80": "<= 10",
+    "burst_share": ">= 0.9",
+    "total": ">= 0.85",
+    "refused": "<= 3%",
+    "min_share": ">= 0.5",
+    "to_half_share": "<= 15",
+    "to_85_of_50": "<= 5",
+    "floor_after_drop": ">= 0.3",
+    "to_85_of_150": "<= 20",
+}
+
+
+def _fmt(figure: str, value: float) -> str:
+    if figure == "refused":
+        return f"{100 * value:.2f}%"
+    if figure.startswith("to_"):
+        return "never" if value >= 1e9 else f"{value:.0f}"
+    return f"{value:.3f}"

@@ -193,8 +193,12 @@ class SharedPacer:
 
     def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
-        self._pause.forget_ask()  # the server takes requests again
-        self._taken_since = True  # (and the key's next refusal report says so)
+        sent_here = sent_at + self._slots.offset  # on our clock, as the pause is
+        if sent_here > self._pause.began:
+            # Taken since the pause began: the server's long ask is over, here and (with
+            # the next refusal report) for the key.
+            self._pause.forget_ask(sent_here)
+            self._taken_since = True
         if quota_wait is not None:
             self._refused(sent_at, quota_wait, refused=False)
 
@@ -366,7 +370,7 @@ class SharedPacer:
                     sent_at=sent_at,
                     pause=pause.pause,
                     asked=pause.asked,
-                    look_back=policy.look_back(sent_at, wait),
+                    look_back=policy.look_back(sent_at),
                     refused=refused,
                     taken_since=self._taken_since,
                     now=local,
@@ -411,6 +415,7 @@ class SharedPacer:
         pause = self._pause
         if now >= pause.until:
             pause.asked_until = -math.inf  # a new pause: an older ask no longer counts
+            pause.began = now
         pause.asked_until = max(pause.asked_until, now + asked)
         if left > 0 and now + left > pause.until:
             pause.until = now + left

@@ -16,21 +16,27 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ..adaptive import _LONG_WAIT, _MAX_SPAN, AdaptiveRate, Decision
+from ..adaptive import _MAX_SPAN, AdaptiveRate, Decision
 
 __all__ = ["LOG_SPAN", "FleetPolicy"]
 
-#: Seconds of sends a decision may look back over (the policy's longest window).
+#: Seconds of sends the key's log keeps, and a decision reads: the policy's longest
+#: window (a minute), and a little more.
 LOG_SPAN = _MAX_SPAN + 2.0
 
 
 class _State(msgspec.Struct, array_like=True, frozen=True):
-    """What a decision leaves behind (``AdaptiveRate``'s slots of the same names)."""
+    """What a decision leaves behind: ``AdaptiveRate``'s slots of the same names."""
 
     epoch: float
-    target: float | None
+    held: float | None
     floor: float
     resume: float
+    since: float
+    rest: float
+    kind: str
+    target: float
+    measured: float
     lowered: int
 
 
@@ -68,12 +74,13 @@ class FleetPolicy:
         self._current = self._restore(state)
         self.version = version
 
-    def look_back(self, sent_at: float, wait: float | None) -> float:
-        """Seconds of logs before ``sent_at`` a decision needs (0: it decides nothing new)."""
-        if sent_at < self._current._epoch:
-            return 0.0  # the burst already acted on: only the pause
-        asked = self.pause_for(wait).asked
-        return min(asked, _MAX_SPAN) if asked > _LONG_WAIT else 1.0
+    def look_back(self, sent_at: float) -> float:
+        """Seconds of logs before ``sent_at`` a decision reads (0: it decides nothing new).
+
+        All the log keeps, once per burst: the policy looks back over its window, the
+        last pause and the time since its last decision.
+        """
+        return 0.0 if sent_at < self._current._epoch else LOG_SPAN
 
     def decide(
         self,
@@ -90,22 +97,38 @@ class FleetPolicy:
         policy = self._restore(state)
         for t in sends:
             policy.on_send(t)
-        policy._refused.extend(refusals)
+        for t in refusals:
+            policy._refused.add(t)
         decision = policy.on_refused(now, sent_at, wait, refused=refused)
         if decision.rate is None:
             return decision, None
-        return decision, _encode(
-            _State(policy._epoch, policy._target, policy._floor, policy._resume, policy.lowered)
+        saved = _State(
+            policy._epoch,
+            policy._held,
+            policy._floor,
+            policy._resume,
+            policy._since,
+            policy._rest,
+            policy._kind,
+            policy._target,
+            policy._measured,
+            policy.lowered,
         )
+        return decision, _encode(saved)
 
     def _restore(self, state: bytes) -> AdaptiveRate:
         policy = AdaptiveRate(self._ceiling, max_pause=self._max_pause)
         if state:
             saved = _decode(state)
             policy._epoch = saved.epoch
-            policy._target = saved.target
+            policy._held = saved.held
             policy._floor = saved.floor
             policy._resume = saved.resume
+            policy._since = saved.since
+            policy._rest = saved.rest
+            policy._kind = saved.kind
+            policy._target = saved.target
+            policy._measured = saved.measured
             policy.lowered = saved.lowered
         else:
             policy._epoch = -math.inf

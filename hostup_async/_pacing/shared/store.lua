@@ -155,15 +155,15 @@ elseif op == 'refuse' then
   -- ARGV[10] sent_at, [11] pause s (already bounded), [12] seconds the server asked,
   -- [13] seconds to look back from sent_at (0: no logs), [14] '1' refused or '0' a spent
   -- quota (not counted as refused), [15] '1' if the server took one of this client's
-  -- requests since its last refusal
+  -- requests sent since the pause began, since its last report
   -- returns {'refused', now, gen, version, policy, paused_left, asked_left, n,
   --   n send times in [sent_at - look back, sent_at], refused send times before sent_at}
   local sent_at, pause, wanted = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
   local back = tonumber(ARGV[13])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. fmt(now - log_span))
-  -- A new pause, or the server took a request since (a spent quota is one taken): an
-  -- older ask is over.
-  if now >= paused or ARGV[14] == '0' or ARGV[15] == '1' then asked = NEVER end
+  -- A new pause, or the server took a request sent since the pause began: an older ask
+  -- is over.
+  if now >= paused or ARGV[15] == '1' then asked = NEVER end
   if now + pause > paused then paused = now + pause end
   if now + wanted > asked then asked = now + wanted end
   local sends, refusals = {}, {}
