@@ -325,17 +325,13 @@ async def test_a_reservation_sent_again_reserves_nothing_more(redis_server: Redi
 REDIS_PY_5 = int(redis.__version__.split(".")[0]) >= 5
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"decode_responses": True},
-        pytest.param(
-            {"protocol": 3, "decode_responses": True},
-            marks=pytest.mark.skipif(not REDIS_PY_5, reason="RESP3 came with redis-py 5"),
-        ),
-    ],
-    ids=["decoded", "resp3"],
+# RESP3 came with redis-py 5: with 4.x there is no such client to test.
+REPLY_SETTINGS = {"decoded": {"decode_responses": True}} | (
+    {"resp3": {"protocol": 3, "decode_responses": True}} if REDIS_PY_5 else {}
 )
+
+
+@pytest.mark.parametrize("options", list(REPLY_SETTINGS.values()), ids=list(REPLY_SETTINGS))
 async def test_a_callers_client_with_other_reply_settings_shares_alike(
     redis_server: RedisServer, fake: FakeHostUp, options: dict[str, Any]
 ) -> None:
