@@ -12,8 +12,6 @@ from typing import Any
 from .._constants import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    PAUSE_JITTER,
-    PAUSE_JITTER_CAP,
     RATE_LIMIT_PAUSE,
     RETRYABLE_STATUSES,
 )
@@ -30,7 +28,6 @@ __all__ = [
     "RetryBudget",
     "is_retryable",
     "parse_retry_after",
-    "pause_spread",
     "quota_spent_wait",
     "server_wait_of",
 ]
@@ -143,15 +140,6 @@ class Backoff:
 
     def __repr__(self) -> str:
         return f"Backoff(base={self.base!r}, cap={self.cap!r})"
-
-
-def pause_spread(pause: float) -> float:
-    """Return how far past a client-wide pause of ``pause`` seconds its waiters spread out.
-
-    Each request held by the pause wakes at the pause's end plus a uniform share of this,
-    never earlier, so they do not all hit the server at the same instant.
-    """
-    return min(PAUSE_JITTER_CAP, max(pause, 0.0) * PAUSE_JITTER)
 
 
 def is_retryable(error: HostUpError, body_is_json: bool = True) -> bool:
