@@ -171,8 +171,7 @@ class HostUpClient:
     @property
     def _client(self) -> AsyncHostUpClient:
         """The async client of this process (the first one until a fork has started another)."""
-        runtime = self._portal._runtime
-        return runtime.resource if runtime is not None and runtime.current else self._first
+        return self._portal.resource()
 
     def _runtime(self) -> Runtime[AsyncHostUpClient]:
         return self._portal.runtime()

@@ -107,6 +107,17 @@ def test_calls_without_await_and_errors_as_the_async_client(fake: FakeHostUp) ->
     assert client.closed
 
 
+def test_settings_and_stats_read_as_on_the_async_client(fake: FakeHostUp) -> None:
+    with HostUpClient(
+        KEY, base_url=fake.url, rate_limit=50, max_concurrency=3, timeout=4, max_retries=1
+    ) as client:
+        assert (client.base_url, client.rate_limit, client.max_concurrency) == (fake.url, 50, 3)
+        assert (client.timeout, client.max_retries, client.max_retry_after) == (4, 1, 60)
+        assert client.effective_rate_limit == 50
+        client.get_billing_cycle(1)
+        assert client.stats.requests == 1 and not client.closed
+
+
 def test_bad_arguments_fail_at_the_call_before_any_request(fake: FakeHostUp) -> None:
     with pytest.raises(ConfigurationError):
         HostUpClient(KEY, base_url=fake.url, rate_limit=0)
