@@ -23,7 +23,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._export import to_builtins
-from ._http.retry import RetryBudget
+from ._http.retry import Backoff, RetryBudget
 from ._models import (
     BandwidthUsage,
     BillingCycle,
@@ -43,6 +43,7 @@ __all__ = [
     "APIError",
     "AttemptEvent",
     "AuthenticationError",
+    "Backoff",
     "BandwidthUsage",
     "BillingCycle",
     "BulkProgress",

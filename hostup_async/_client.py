@@ -25,7 +25,7 @@ from ._constants import (
 )
 from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
-from ._http.retry import RetryBudget
+from ._http.retry import Backoff, RetryBudget
 from ._http.transport import Transport
 from ._lifetime import NO_LOOP, NOT_A_WITH, OTHER_LOOP, hold_for_the_loop
 from ._models import (
@@ -79,10 +79,11 @@ class HostUpClient:
     Every request goes through one aiohttp session, one rate limiter (``rate_limit``
     requests per second) and one concurrency cap (``max_concurrency`` requests in flight).
     Failed attempts are retried as described in the docs' failure model: 429, 500, 502,
-    503, 504, timeouts and transport errors, with jittered exponential backoff that never
-    undercuts a server-given wait. A 429 pauses the whole client and lowers its rate to
-    what the server accepts (probing back up later); with ``rate_limit=None`` there is no
-    limit until a 429 arrives after some requests got through, which installs one.
+    503, 504, timeouts and transport errors, with jittered exponential backoff (``backoff``,
+    a ``Backoff``) that never undercuts a server-given wait. A 429 pauses the whole client
+    and lowers its rate to what the server accepts (probing back up later); with
+    ``rate_limit=None`` there is no limit until a 429 arrives after some requests got
+    through, which installs one.
     No server hint is waited on beyond ``max_retry_after`` seconds (per client, or per
     call): a longer one ends the call at once with ``RateLimitError``.
 
@@ -116,6 +117,7 @@ class HostUpClient:
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
+        backoff: Backoff | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
         user_agent: str | None = None,
@@ -157,6 +159,8 @@ class HostUpClient:
         self._tls = check_tls(tls)
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError("retry_budget must be a RetryBudget")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff, not {type(backoff).__name__}")
         check_hook("on_attempt", on_attempt)
         check_hook("on_retry", on_retry)
         if not isinstance(trust_env, bool):
@@ -165,6 +169,8 @@ class HostUpClient:
         self._trust_env = trust_env
         self._user_session = session
         self._budget = retry_budget if retry_budget is not None else RetryBudget()
+        self.backoff = backoff if backoff is not None else Backoff()
+        """The wait between a failed attempt and its retry (``Backoff()`` by default)."""
         self._on_attempt = on_attempt
         self._on_retry = on_retry
         self.stats = ClientStats()
@@ -302,6 +308,7 @@ class HostUpClient:
                 pacer=self._pacer,
                 max_concurrency=self.max_concurrency,
                 budget=self._budget,
+                backoff=self.backoff,
                 stats=self.stats,
                 on_attempt=self._on_attempt,
                 on_retry=self._on_retry,

@@ -46,7 +46,7 @@ from ._constants import (
 )
 from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
-from ._http.retry import RetryBudget
+from ._http.retry import Backoff, RetryBudget
 from ._models import BillingCycle, VMDetails
 from ._portal import Portal, Runtime
 from ._secret import SecretStr
@@ -105,6 +105,7 @@ class HostUpClient:
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
+        backoff: Backoff | None = None,
         on_attempt: AttemptHook | None = None,
         on_retry: AttemptHook | None = None,
         user_agent: str | None = None,
@@ -126,6 +127,7 @@ class HostUpClient:
             "timeout": timeout,
             "max_retries": max_retries,
             "max_retry_after": max_retry_after,
+            "backoff": backoff,
             "retry_budget": retry_budget,
             "on_attempt": on_attempt,
             "on_retry": on_retry,

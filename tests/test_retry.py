@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hostup_async import (
     APIError,
     AttemptEvent,
+    Backoff,
     DecodeError,
     GatewayTimeoutError,
     HostUpClient,
@@ -19,7 +20,8 @@ from hostup_async import (
     ServerError,
     TransportError,
 )
-from hostup_async._http.retry import backoff_delay, parse_retry_after, pause_spread, retry_delay
+from hostup_async._http.retry import parse_retry_after
+from hostup_async._pacing.pause import pause_spread
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY
@@ -58,21 +60,36 @@ def test_parse_retry_after_reads_http_dates() -> None:
     assert parse_retry_after(None, "Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
 
 
-@given(st.integers(min_value=0, max_value=100), st.floats(min_value=0, max_value=0.999999))
-def test_backoff_is_full_jitter_under_a_growing_cap(attempt: int, r: float) -> None:
-    delay = backoff_delay(attempt, base=0.5, cap=20.0, rand=lambda: r)
-    assert 0 <= delay < min(20.0, 0.5 * 2**attempt) or delay == 0
+@given(st.integers(min_value=1, max_value=100), st.floats(min_value=0, max_value=0.999999))
+def test_backoff_is_full_jitter_under_a_growing_cap(retry: int, r: float) -> None:
+    delay = Backoff(0.5, 20.0, random=lambda: r).delay(retry)
+    assert 0 <= delay < min(20.0, 0.5 * 2 ** (retry - 1)) or delay == 0
 
 
 @given(
-    st.integers(min_value=0, max_value=10),
+    st.integers(min_value=1, max_value=10),
     st.floats(min_value=0, max_value=600),
     st.floats(min_value=0, max_value=0.999999),
 )
-def test_server_wait_is_a_floor_with_jitter_after_it(attempt: int, wait: float, r: float) -> None:
-    delay = retry_delay(attempt, wait, rand=lambda: r)
+def test_server_wait_is_a_floor_with_jitter_after_it(retry: int, wait: float, r: float) -> None:
+    delay = Backoff(random=lambda: r).delay(retry, wait)
     assert delay >= wait
     assert delay <= wait + 20.0
+
+
+def test_backoff_defaults_and_checks() -> None:
+    assert repr(Backoff()) == "Backoff(base=0.5, cap=20.0)"
+    assert Backoff(1.0, 4.0, random=lambda: 0.5).delay(1) == 0.5
+    assert Backoff(1.0, 4.0, random=lambda: 0.5).delay(5) == 2.0  # capped at 4 s
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="zero or more"):
+            Backoff(bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        Backoff(cap="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callable"):
+        Backoff(random=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a Backoff"):
+        HostUpClient(API_KEY, backoff=0.1)  # type: ignore[arg-type]
 
 
 def test_pause_spread_is_a_capped_share_of_the_pause() -> None:
@@ -225,6 +242,17 @@ async def test_on_retry_and_on_attempt_hooks(fake: FakeHostUp) -> None:
     assert all(e.retry_in is not None and e.retry_in >= 0 for e in retries)
     assert [e.status for e in attempts] == [503, None, 200]
     assert attempts[-1].retry_in is None and attempts[-1].request_id
+
+
+async def test_the_clients_backoff_sets_the_wait_before_each_retry(fake: FakeHostUp) -> None:
+    retries: list[AttemptEvent] = []
+    fake.inject(Fault.http(503), Fault.http(500), Fault.http(502))
+    backoff = Backoff(0.004, 0.01, random=lambda: 0.5)
+    async with fast_client(fake, backoff=backoff, on_retry=retries.append) as client:
+        assert client.backoff is backoff
+        await client.get_vm_details(4)
+    # Ceilings 0.004, 0.008, then capped at 0.01; each draw is half its ceiling.
+    assert [e.retry_in for e in retries] == [0.002, 0.004, 0.005]
 
 
 async def test_retry_budget_fails_fast_under_sustained_failure_and_recovers(

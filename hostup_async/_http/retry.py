@@ -1,4 +1,4 @@
-"""The retry policy as small pure functions, plus the retry budget that stops retry storms."""
+"""The retry policy: which failures are retried, the backoff between tries, and the retry budget."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from typing import Any
 from .._constants import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    PAUSE_JITTER,
-    PAUSE_JITTER_CAP,
     RATE_LIMIT_PAUSE,
     RETRYABLE_STATUSES,
 )
@@ -26,13 +24,11 @@ from .._exceptions import (
 )
 
 __all__ = [
+    "Backoff",
     "RetryBudget",
-    "backoff_delay",
     "is_retryable",
     "parse_retry_after",
-    "pause_spread",
     "quota_spent_wait",
-    "retry_delay",
     "server_wait_of",
 ]
 
@@ -102,44 +98,48 @@ def quota_spent_wait(headers: Mapping[str, str], *, now: float | None = None) ->
     return RATE_LIMIT_PAUSE if reset is None else min(reset, _MAX_SERVER_WAIT)
 
 
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Return a full-jitter exponential backoff: uniform in ``[0, min(cap, base * 2**attempt))``."""
-    ceiling = min(cap, base * (2.0 ** min(attempt, 32)))
-    return ceiling * rand()
+class Backoff:
+    """How long a failed attempt waits before its retry: full-jitter exponential backoff.
 
-
-def retry_delay(
-    attempt: int,
-    server_wait: float | None,
-    *,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Return how long to wait before retry number ``attempt + 1``.
-
-    A server-given wait is a floor: the delay is that wait plus a jitter spread after it, so
-    requests told to wait the same time do not all wake together.
+    Retry *n* waits a uniform draw from ``[0, min(cap, base * 2**(n-1)))``. A wait the server
+    asked for is a floor: the delay is that wait plus a jitter spread after it (at most
+    ``cap``), so requests told to wait the same time do not all wake together. ``random``
+    returns a float in ``[0, 1)``; pass your own for repeatable delays. Tests that retry
+    against a fake server set a tiny ``base`` and ``cap`` so no retry waits long.
     """
-    if server_wait is None:
-        return backoff_delay(attempt, base=base, cap=cap, rand=rand)
-    spread = min(cap, max(base, server_wait * 0.5))
-    return server_wait + spread * rand()
 
+    __slots__ = ("_random", "base", "cap")
 
-def pause_spread(pause: float) -> float:
-    """Return how far past a client-wide pause of ``pause`` seconds its waiters spread out.
+    def __init__(
+        self,
+        base: float = BACKOFF_BASE,
+        cap: float = BACKOFF_CAP,
+        *,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        for name, value in (("base", base), ("cap", cap)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"Backoff {name} must be a number of seconds")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"Backoff {name} must be zero or more seconds, not {value!r}")
+        if not callable(random):
+            raise TypeError("Backoff random must be a callable returning a float in [0, 1)")
+        #: First backoff ceiling in seconds; it doubles with every retry.
+        self.base = float(base)
+        #: Highest backoff ceiling (and most jitter after a server's wait), in seconds.
+        self.cap = float(cap)
+        self._random = random
 
-    Each request held by the pause wakes at the pause's end plus a uniform share of this,
-    never earlier, so they do not all hit the server at the same instant.
-    """
-    return min(PAUSE_JITTER_CAP, max(pause, 0.0) * PAUSE_JITTER)
+    def delay(self, retry: int, server_wait: float | None = None) -> float:
+        """Return the seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        if server_wait is None:
+            ceiling = min(self.cap, self.base * (2.0 ** min(max(retry - 1, 0), 32)))
+            return ceiling * self._random()
+        spread = min(self.cap, max(self.base, server_wait * 0.5))
+        return server_wait + spread * self._random()
+
+    def __repr__(self) -> str:
+        return f"Backoff(base={self.base!r}, cap={self.cap!r})"
 
 
 def is_retryable(error: HostUpError, body_is_json: bool = True) -> bool:

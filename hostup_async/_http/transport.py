@@ -25,10 +25,11 @@ from .._exceptions import (
 )
 from .._models import sniff_status
 from .._pacing import Pacer, PauseTooLong
+from .._pacing.pause import pause_spread
 from .._secret import Redactor
 from .answer import Answer as _Answer
 from .answer import interpret, read_body
-from .retry import RetryBudget, is_retryable, pause_spread, retry_delay, server_wait_of
+from .retry import Backoff, RetryBudget, is_retryable, quota_spent_wait, server_wait_of
 
 __all__ = ["Transport", "logger"]
 
@@ -55,6 +56,7 @@ class Transport:
         pacer: Pacer,
         max_concurrency: int,
         budget: RetryBudget,
+        backoff: Backoff,
         stats: ClientStats,
         on_attempt: AttemptHook | None,
         on_retry: AttemptHook | None,
@@ -72,6 +74,7 @@ class Transport:
         self._pacer = pacer
         self._slots = asyncio.Semaphore(max_concurrency)
         self._budget = budget
+        self._backoff = backoff
         self._stats = stats
         self._on_attempt = on_attempt
         self._on_retry = on_retry
@@ -125,7 +128,9 @@ class Transport:
             finally:
                 self._slots.release()
             if error is None:
-                self._pacer.on_accepted(sent_at, answer.headers if answer is not None else None)
+                self._pacer.on_accepted(
+                    sent_at, quota_spent_wait(answer.headers) if answer is not None else None
+                )
                 self._budget.on_success(spent)
                 if attempt > 1 or self._on_attempt is not None or logger.isEnabledFor(DEBUG):
                     request_id = getattr(result, "request_id", None)
@@ -141,12 +146,12 @@ class Transport:
                     self._report(path, attempt=attempt, answer=answer, started=started, error=error)
                     raise error  # asked to wait longer than the caller allows: end it now
             elif answer is not None:
-                self._pacer.on_accepted(answer.sent_at, answer.headers)
+                self._pacer.on_accepted(answer.sent_at, quota_spent_wait(answer.headers))
             body_is_json = answer is None or sniff_status(answer.body) is not None
             retry_in: float | None = None
             if attempt <= max_retries and is_retryable(error, body_is_json):
                 server_wait = server_wait_of(error, answer.headers if answer else None)
-                retry_in = retry_delay(attempt - 1, server_wait)
+                retry_in = self._backoff.delay(attempt, server_wait)
                 cost = (
                     self._budget.timeout_cost
                     if isinstance(error, RequestTimeoutError)

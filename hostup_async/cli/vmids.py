@@ -8,10 +8,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from .._constants import MAX_VMID
 from .errors import UsageError
 
 __all__ = [
-    "MAX_VMID",
     "ParsedVMIDs",
     "VMIDSyntaxError",
     "merge",
@@ -20,9 +20,6 @@ __all__ = [
     "parse_vmids",
 ]
 
-#: Largest vmid the command line sends: the API's ids are 64-bit integers at most, and a
-#: longer run of digits is a typo, not an id.
-MAX_VMID = 2**63 - 1
 
 # re.ASCII: \d would also match full-width and other Unicode digits, which int() accepts.
 _ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
