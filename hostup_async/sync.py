@@ -73,6 +73,10 @@ async def _open_stream(
     return client.stream_vms(vmids, **options)
 
 
+async def _rate_now(client: AsyncHostUpClient) -> float | None:
+    return client.effective_rate_limit
+
+
 async def _next(stream: AsyncGenerator[VMResult, None]) -> VMResult | None:
     """Return the stream's next result, or ``None`` at its end."""
     try:
@@ -225,7 +229,10 @@ class HostUpClient:
     @property
     def effective_rate_limit(self) -> float | None:
         """Requests per second the client sends at now: ``rate_limit``, or lower after 429s."""
-        return self._client.effective_rate_limit
+        if self.closed:
+            return self.rate_limit
+        runtime = self._runtime()
+        return runtime.call(_rate_now(runtime.resource))  # the pacer reads its loop's clock
 
     def get_vm_details(
         self,
