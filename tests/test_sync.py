@@ -425,3 +425,19 @@ def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["interrupted", "tasks left 0"]
+
+
+def test_a_failing_input_ends_the_stream_with_its_error(fake: FakeHostUp) -> None:
+    def vmids() -> Iterator[int]:
+        yield from range(1, 6)
+        raise ValueError("the input broke")
+
+    with HostUpClient(KEY, base_url=fake.url, rate_limit=None) as client:
+        seen: list[int] = []
+        with pytest.raises(ValueError, match="the input broke"):
+            seen.extend(result.vmid for result in client.stream_vms(vmids(), ordered=True))
+        assert seen == list(range(1, len(seen) + 1))  # in order, none twice
+        assert running_tasks(client) == 0
+        assert sorted(r.vmid for r in client.stream_vms(range(1, 200)) if r.ok) == [
+            v for v in range(1, 200) if v not in (7, 42)
+        ]
