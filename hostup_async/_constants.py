@@ -11,8 +11,15 @@ from __future__ import annotations
 __all__ = [
     "ADAPTIVE_BACKOFF",
     "ADAPTIVE_MIN_RATE",
+    "ADAPTIVE_MIN_SAMPLE",
     "ADAPTIVE_PLATEAU",
+    "ADAPTIVE_PROBE",
+    "ADAPTIVE_PROBE_GAIN",
+    "ADAPTIVE_PROBE_STEP",
+    "ADAPTIVE_RECOVER",
     "ADAPTIVE_REST",
+    "ADAPTIVE_REST_TIME",
+    "ADAPTIVE_THIN_BACKOFF",
     "API_KEY_ENV",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -103,10 +110,18 @@ PAUSE_JITTER = 0.2
 #: Most seconds of that spread, however long the pause.
 PAUSE_JITTER_CAP = 2.0
 
-#: Adaptive rate limiting: after a refusal the rate drops to this share of what the server
-#: was measured to accept (AWS adaptive mode uses 0.7 of what it sent; the measure here is
-#: of what the server took, so a small safety margin keeps more throughput).
+#: Adaptive rate limiting: after a refusal backed by enough evidence, the rate drops to this
+#: share of what the server was measured to accept (AWS adaptive mode uses 0.7 of what it
+#: sent; the measure here is of what the server took, so a small margin keeps throughput).
 ADAPTIVE_BACKOFF = 0.95
+
+#: After a refusal backed by too little evidence (a thin or slow sample: a lower bound of
+#: the server's limit, not the limit), the rate drops to this share of the rate in force.
+ADAPTIVE_THIN_BACKOFF = 0.7
+
+#: Fewest requests the server must have taken in its window for a refusal to measure its
+#: limit (fewer, and also fewer than the rate in force allowed, is a thin sample).
+ADAPTIVE_MIN_SAMPLE = 16
 
 #: The adaptive rate never drops below this many requests per second; ``retryAfter``
 #: pauses still hold the client back further when the server asks for it.
@@ -116,10 +131,30 @@ ADAPTIVE_MIN_RATE = 0.5
 #: the server's limit, where timing jitter on the way does not trip it.
 ADAPTIVE_REST = 0.99
 
-#: Seconds after a refusal's pause until the adaptive rate reaches its resting rate. It
-#: grows on a cubic curve: fast at first, flat around the resting rate, then faster and
-#: faster, so it stays just below the server's limit and still finds a raised one.
+#: Seconds after a refusal's pause in which the rate climbs back to the rate the server
+#: held, however far it fell.
+ADAPTIVE_RECOVER = 2.0
+
+#: Seconds the rate then rests just below a measured limit before probing above it (none
+#: after a thin sample: nothing was measured to rest at).
+ADAPTIVE_REST_TIME = 8.0
+
+#: The shared script's own curve (``_pacing/shared_script``): seconds from a refusal's pause
+#: to its resting rate. Goes when the shared pacer runs ``AdaptiveRate`` (issue 18).
 ADAPTIVE_PLATEAU = 15.0
+
+#: Seconds of probing after the plateau by which the rate has grown to
+#: ``1 + ADAPTIVE_PROBE_GAIN`` times the rate it rested at (a cubic: gently at first).
+ADAPTIVE_PROBE = 8.0
+
+#: How far the probe has grown after ``ADAPTIVE_PROBE`` seconds, as a share of the resting
+#: rate: 1.5 finds a doubled limit within 20 s of a refusal.
+ADAPTIVE_PROBE_GAIN = 1.5
+
+#: Requests per second added by the probe after ``ADAPTIVE_PROBE`` seconds whatever the
+#: rate: a client squeezed low by others on the key climbs as fast as they do, in absolute
+#: terms, so clients sharing a key converge to fair shares.
+ADAPTIVE_PROBE_STEP = 25.0
 
 #: Longest wait a server's retry hint may impose, in seconds, unless the client or the
 #: call says otherwise: a hint above it ends the call at once with ``RateLimitError``.

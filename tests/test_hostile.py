@@ -319,14 +319,32 @@ async def test_an_absurd_retry_hint_is_a_rate_limit_error_with_a_finite_wait(
 async def test_a_stream_meeting_an_absurd_retry_hint_ends_every_item_at_once(
     hostile: Hostile,
 ) -> None:
-    """A 400-digit ``retryAfter`` is past any wait allowed: the stream ends, it does not stall."""
+    """A 400-digit ``retryAfter`` is past any wait allowed: the stream ends, it does not stall.
+
+    The client-wide pause lasts ``max_retry_after`` (60 s) while the server asked for an
+    hour: every item not already sent when the 429 came ends at once, unsent. Answers to
+    requests that were in flight then do not cut the pause short to what a call would wait.
+    """
     hostile.handlers[7] = answer(b'{"retryAfter": 1' + b"0" * 400 + b"}", 429)
+    loop = asyncio.get_running_loop()
+    arrived: list[float] = []
     async with client_for(hostile) as client:
-        results = [r async for r in client.stream_vms(range(1, 101))]
+        results = []
+        async for r in client.stream_vms(range(1, 101)):
+            results.append(r)
+            arrived.append(loop.time())
     assert sorted(r.index for r in results) == list(range(100))
-    assert all(r.ok or isinstance(r.error, RateLimitError) for r in results)
     [hostile_one] = [r for r in results if r.vmid == 7]
     assert isinstance(hostile_one.error, RateLimitError)
+    refused_at = arrived[results.index(hostile_one)]
+    others = [r for r in results if not r.ok and r is not hostile_one]
+    assert others and all(isinstance(r.error, RateLimitError) for r in others)
+    assert all("not sent" in str(r.error) for r in others)
+    # Every item ended without a request after the 429: the server saw the requests of
+    # the items that succeeded (in flight when it came), and the refused one.
+    assert len(hostile.seen) == sum(r.ok for r in results) + 1
+    # On the loop's clock, no item waited for the bounded pause (60 s) to end.
+    assert max(arrived) < refused_at + 60.0
     assert KEY not in shown(*results)
 
 

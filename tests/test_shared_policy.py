@@ -163,7 +163,9 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-@pytest.mark.parametrize("impl", ["local", "shared"])
+# The script's policy only: AdaptiveRate has moved on (thin samples, a new curve: issue 17),
+# and the shared pacer is to run AdaptiveRate itself rather than a copy in Lua (issue 18).
+@pytest.mark.parametrize("impl", ["shared"])
 async def test_policy_table(case: Case, impl: str, redis: aioredis.Redis) -> None:
     policy: LocalPolicy | SharedPolicy = (
         LocalPolicy(case.ceiling) if impl == "local" else SharedPolicy(redis, case.ceiling)
@@ -180,18 +182,6 @@ async def test_policy_table(case: Case, impl: str, redis: aioredis.Redis) -> Non
     for now, rate in case.rates:
         got = await policy.rate_at(now)
         assert got == (pytest.approx(rate, rel=1e-6) if rate is not None else None)
-
-
-async def test_the_curve_matches_along_the_way(redis: aioredis.Redis) -> None:
-    local, shared = LocalPolicy(500.0), SharedPolicy(redis, 500.0)
-    for policy in (local, shared):
-        for t in _steady(80, T0 - 1.0, T0):
-            await policy.on_send(t)
-        await policy.refused(T0, T0, 1.0, True)
-    for dt in (0.0, 0.5, 1.0, 3.0, 7.5, 15.0, 16.0, 22.0, 30.0, 45.0):
-        want = await local.rate_at(T0 + dt)
-        got = await shared.rate_at(T0 + dt)
-        assert want is not None and got == pytest.approx(want, rel=1e-9), dt
 
 
 # -- the pacing tests' own table of measures, on the shared policy ----------------------

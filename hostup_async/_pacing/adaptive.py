@@ -1,38 +1,67 @@
 """The adaptive rate policy: events in (sends, refusals, the server's hints), decisions out.
 
 Plain code with the time as a parameter: no event loop, no I/O, so the whole policy is
-tested on a table of cases. ``LocalPacer`` feeds it and applies what it decides.
+tested on tables of cases and run by the pacing simulator. The contract, for any pacer
+(local or shared) that feeds it:
 
-How it decides (in the spirit of the AWS SDKs' adaptive mode, split as botocore splits
-rate measurement from rate adjustment):
+- ``on_send(now)`` for every request sent, in the order sent.
+- ``on_refused(now, sent_at, wait)`` for a refusal (a 429) of the request sent at
+  ``sent_at``, with the server's requested wait in seconds already parsed (``None``: no
+  hint); ``refused=False`` for an accepted answer that said the quota is spent. It
+  returns a ``Decision``: the pause (bounded by ``max_pause``), what was asked, the new
+  rate if it changed, and what was measured.
+- ``rate_at(now)`` is the rate allowed at ``now``, at any time (idle or not).
 
-- **Measure what the server accepts.** On a refusal, the server's rate is taken as the
-  requests this client sent in the server's window before the refused one, less those
-  that were themselves refused. The window is one second, unless the server asks for a
-  longer wait (over ``_LONG_WAIT``): then its window is taken to have begun with the
-  earliest of those sends and to end when the wait does. This needs no exact hint: whole
-  seconds, a header or no hint at all measure the same.
-- **Back off to just below it.** The rate drops to ``ADAPTIVE_BACKOFF`` times the lower
-  of that measure and the rate in force, once per burst: refusals of requests sent before
-  the decision are the same burst.
-- **Grow back on a cubic curve** (CUBIC, as TCP and botocore use it): quickly at first, then
-  flat at ``ADAPTIVE_REST`` times the measure (reached ``ADAPTIVE_PLATEAU`` seconds after
-  the pause), then faster and faster, never above the configured ceiling. The plateau is
-  what makes it polite: the rate rests just below the server's limit instead of tripping
-  it every few seconds, and still finds a limit the server raises.
+How it decides:
+
+- **Measure what the server took.** On a refusal, the requests this client sent in the
+  server's window before the refused one, less those refused themselves (in whatever
+  order their refusals arrive). For a server window of a second that is up to
+  ``_WINDOW`` seconds of sending (a window that spans the last pause reaches back over
+  it); for a longer wait (over ``_LONG_WAIT``) the window is taken to have begun with the
+  earliest of those sends and to end when the wait does.
+- **Know what the measure does not say.** A sample is *thin* when the server took fewer
+  than ``ADAPTIVE_MIN_SAMPLE`` requests (and fewer than the rate allowed), or when this
+  client sent slower than its rate allowed (cold start, a light or app-limited caller):
+  a lower bound of the limit, not the limit (as BBR ignores app-limited samples). A thin
+  sample lowers the rate to ``ADAPTIVE_THIN_BACKOFF`` times the rate in force (never
+  below the sample) and the rate climbs straight back; a second thin sample, taken after
+  the first one's pause, that agrees with it is the limit after all.
+- **What a full sample says.** If the server took clearly less than this client sent,
+  that is its limit: the rate drops to ``ADAPTIVE_BACKOFF`` times it. If it took about
+  all it was sent and then refused, the limit is just below the rate in force: the same
+  drop from that. Refused again right after such a drop, the limit fell: what the
+  server took since the last refusal, the pause included, says how far (at most a drop
+  to ``ADAPTIVE_THIN_BACKOFF``).
+- **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
+- **Grow back whatever the fall.** After the pause the rate climbs back to just below
+  the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
+  within ``ADAPTIVE_RECOVER`` seconds, however far it fell. It rests there
+  ``ADAPTIVE_REST_TIME`` seconds (polite: no refusal every few seconds), then probes on
+  a cubic: ``ADAPTIVE_PROBE`` seconds on it is ``1 + ADAPTIVE_PROBE_GAIN`` times the
+  resting rate plus ``ADAPTIVE_PROBE_STEP`` req/s (the fixed step lets a client squeezed
+  low by others on the key climb as fast as they do). A probe refused while the server
+  takes about the resting rate goes back to it and rests twice as long (up to
+  ``_MAX_REST``): the limit has not moved. Never above the configured ceiling.
 - A refusal before anything was accepted only pauses: it says nothing about the rate.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
 
 from .._constants import (
     ADAPTIVE_BACKOFF,
     ADAPTIVE_MIN_RATE,
-    ADAPTIVE_PLATEAU,
+    ADAPTIVE_MIN_SAMPLE,
+    ADAPTIVE_PROBE,
+    ADAPTIVE_PROBE_GAIN,
+    ADAPTIVE_PROBE_STEP,
+    ADAPTIVE_RECOVER,
     ADAPTIVE_REST,
+    ADAPTIVE_REST_TIME,
+    ADAPTIVE_THIN_BACKOFF,
     RATE_LIMIT_PAUSE,
 )
 
@@ -43,17 +72,41 @@ _MAX_SPAN = 60.0
 # A wait longer than this is taken as a sign of a server window longer than a second
 # (a 1-s window rounded up to whole seconds says "1").
 _LONG_WAIT = 1.5
-# Sends kept for measuring: a minute at a few hundred requests per second.
-_MAX_KEPT = 50_000
+# The server took clearly less than this client sent when it took under this share of it.
+_TOOK_LESS = 0.9
+# After a second refusal in a row, the rate climbs back to this share of the rate in force.
+_ESCALATED_HOLD = 0.85
+# Seconds of sending a measure looks back over, for a server window of a second.
+_WINDOW = 2.0
+# Two thin measures agree when they are this close (a share of the first), the second
+# counting at least _AGREE_MIN requests taken since the first's pause.
+_AGREE = 0.25
+_AGREE_MIN = 5
+# A refusal this soon after the climb back ended is "again".
+_AGAIN = 1.0
+# Longest rest before a probe, in seconds, after probes keep failing at one rate.
+_MAX_REST = 32.0
+# What the last decision was based on; after the last three it rested at a rate it held.
+_THIN, _MEASURED, _SATURATED, _PROBED = "thin", "measured", "saturated", "probed"
+_LEVELS = (_MEASURED, _SATURATED, _PROBED)
+# A client that sent at less than this share of its rate was not held by its rate: what
+# the server took from it is a lower bound of the limit.
+_APP_LIMITED = 0.8
 
 
 class Decision:
     """What the policy decided about one refusal: how long to pause, and the new rate."""
 
-    __slots__ = ("asked", "measured", "pause", "rate")
+    __slots__ = ("asked", "measured", "pause", "rate", "thin")
 
     def __init__(
-        self, pause: float, asked: float, rate: float | None, measured: float | None
+        self,
+        pause: float,
+        asked: float,
+        rate: float | None,
+        measured: float | None,
+        *,
+        thin: bool = False,
     ) -> None:
         #: Seconds the whole client holds back from now (at most ``max_pause``).
         self.pause = pause
@@ -61,14 +114,46 @@ class Decision:
         self.asked = asked
         #: The rate from now on, or ``None`` when this refusal leaves it as it is.
         self.rate = rate
-        #: Requests per second the server was measured to accept, if it was measured.
+        #: Requests per second the server was measured to take, if it was measured.
         self.measured = measured
+        #: Whether the measure was only a lower bound of the server's limit.
+        self.thin = thin
 
     def __repr__(self) -> str:
         return (
             f"Decision(pause={self.pause!r}, asked={self.asked!r}, rate={self.rate!r}, "
-            f"measured={self.measured!r})"
+            f"measured={self.measured!r}, thin={self.thin!r})"
         )
+
+
+class _Log:
+    """Times in order (any arrival order), counted over a span by bisection; old ones dropped."""
+
+    __slots__ = ("_times",)
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def add(self, t: float) -> None:
+        times = self._times
+        if not times or t >= times[-1]:
+            times.append(t)
+        else:
+            bisect.insort(times, t)
+        if len(times) > 4096 and times[0] < t - 2 * _MAX_SPAN:
+            del times[: bisect.bisect_left(times, t - _MAX_SPAN)]
+
+    def count(self, start: float, end: float, *, including: bool = False) -> int:
+        """How many times lie in ``[start, end)`` (``[start, end]`` when ``including``)."""
+        times = self._times
+        stop = bisect.bisect_right(times, end) if including else bisect.bisect_left(times, end)
+        return max(0, stop - bisect.bisect_left(times, start))
+
+    def first_from(self, start: float) -> float | None:
+        """The earliest time at or after ``start``, if any."""
+        times = self._times
+        i = bisect.bisect_left(times, start)
+        return times[i] if i < len(times) else None
 
 
 class AdaptiveRate:
@@ -76,11 +161,17 @@ class AdaptiveRate:
 
     __slots__ = (
         "_epoch",
+        "_first",
         "_floor",
+        "_held",
+        "_kind",
+        "_measured",
         "_plateau",
         "_refused",
+        "_rest",
         "_resume",
         "_sends",
+        "_since",
         "_target",
         "backoff",
         "ceiling",
@@ -93,28 +184,36 @@ class AdaptiveRate:
         ceiling: float | None,
         *,
         backoff: float = ADAPTIVE_BACKOFF,
-        plateau: float = ADAPTIVE_PLATEAU,
+        plateau: float = ADAPTIVE_REST_TIME,
         max_pause: float = math.inf,
     ) -> None:
         #: Configured requests per second, the most the rate grows back to (``None``: none).
         self.ceiling = ceiling
-        #: Share of the measured rate the client drops to after a refusal.
+        #: Share of a full measure the client drops to after a refusal.
         self.backoff = backoff
         #: Times a refusal lowered the rate.
         self.lowered = 0
         #: Most seconds a refusal pauses the client, whatever the server asks.
         self.max_pause = max_pause
         self._plateau = plateau
-        self._sends: deque[float] = deque(maxlen=_MAX_KEPT)
-        self._refused: deque[float] = deque(maxlen=_MAX_KEPT)
+        self._sends = _Log()
+        self._refused = _Log()
         self._epoch = -math.inf  # refusals of sends before this are the burst acted on
-        self._target: float | None = None  # the measured rate the curve rests at
+        self._held: float | None = None  # the rate the curve climbs back to
         self._floor = 0.0  # the rate right after the last lowering
         self._resume = 0.0  # when the pause of the last lowering ended
+        self._first = math.inf  # the first send
+        self._since = -math.inf  # when the last decision's pause ended
+        self._rest = 0.0  # seconds resting at the held rate (0 after a thin sample)
+        self._kind = ""  # what the last decision was based on
+        self._target = math.inf  # the rate the last decision took as the server's limit
+        self._measured = 0.0  # what the last decision measured
 
     def on_send(self, now: float) -> None:
         """Record a send at ``now``."""
-        self._sends.append(now)
+        if self._first == math.inf:
+            self._first = now
+        self._sends.add(now)
 
     def on_refused(
         self, now: float, sent_at: float, wait: float | None, *, refused: bool = True
@@ -128,56 +227,162 @@ class AdaptiveRate:
         asked = RATE_LIMIT_PAUSE if wait is None else wait
         pause = min(asked, self.max_pause)
         if refused:
-            self._refused.append(sent_at)
+            self._refused.add(sent_at)
         if sent_at < self._epoch:
             return Decision(pause, asked, None, None)  # the same burst: already acted on
-        measured = self._measure(sent_at, asked, including=not refused)
-        if measured is None:
+        sample = self._measure(sent_at, asked, including=not refused)
+        if sample is None:
             return Decision(pause, asked, None, None)  # nothing got through: only the pause
+        measured, took, sent_rate, sending, span = sample
         current = self.rate_at(now)
-        took = min(measured, current or math.inf)
-        rate = max(ADAPTIVE_MIN_RATE, took * self.backoff)
-        self._target = max(rate, took * ADAPTIVE_REST)
+        # With no limit in force, what this client sent over the window is what it was
+        # allowed (not its rate in the instant it sent: a burst says nothing of a second).
+        allowed = (
+            (took + self._refused.count(sent_at - span, sent_at)) / span
+            if current is None
+            else current
+        )
+        # What the rate allowed over the time the client was sending (a climbing rate
+        # allowed less earlier in the window than now).
+        was_allowed = self._allowed_over(sent_at - sending, sent_at, allowed)
+        thin = sent_rate < _APP_LIMITED * was_allowed or took < min(
+            ADAPTIVE_MIN_SAMPLE, _APP_LIMITED * was_allowed
+        )
+        climbed = self._resume + ADAPTIVE_RECOVER  # when the last climb back ended
+        held_before = self._held if self._held is not None else math.inf
+        rest = self._plateau
+        if (
+            thin
+            and self._kind == _THIN
+            and now < climbed + _AGAIN
+            and self._taken_since(self._since, sent_at) * (sent_at - self._since) >= _AGREE_MIN
+            and abs(measured - self._measured) <= _AGREE * self._measured
+        ):
+            # Refused again, the server having taken about as much since the last pause
+            # (a second sample, not the first counted again): that is its limit.
+            thin = False
+        if thin:
+            # A lower bound: back off from the rate in force, never below what was taken.
+            kind, target = _THIN, max(measured / self.backoff, allowed * ADAPTIVE_THIN_BACKOFF)
+            rest = 0.0
+        elif (
+            self._kind in _LEVELS
+            and now > climbed + self._rest
+            and _TOOK_LESS * held_before <= measured <= held_before / _TOOK_LESS
+        ):
+            # A probe above the rate held without a refusal failed, and the server took
+            # about that rate: back to it, and rest there longer before the next probe.
+            kind, target = _PROBED, held_before
+            rest = min(_MAX_REST, 2.0 * max(self._rest, self._plateau))
+        elif measured < _TOOK_LESS * allowed:
+            # The server took clearly less than this client sent: that is its limit.
+            kind, target = _MEASURED, measured
+        elif (
+            self._kind == _MEASURED
+            and now < climbed + _AGAIN
+            and measured >= _TOOK_LESS * self._target
+        ):
+            # Refused again right after a measure, the server taking about as much: the
+            # measure ran a little high (a window counted across its edge, a burst the
+            # server had stored), the limit is a little below it.
+            kind, target = _SATURATED, min(measured, self._target) * self.backoff
+        elif self._kind and now < climbed + _AGAIN:
+            # Refused again right after backing off: the limit is well below (it fell).
+            # What the server took since the last refusal, the pause included, says how
+            # far.
+            kind, target = (
+                _SATURATED,
+                max(self._taken_since(self._epoch, sent_at), allowed * ADAPTIVE_THIN_BACKOFF),
+            )
+        else:
+            # It took about all it was sent, then refused: the limit is just below.
+            kind, target = _SATURATED, allowed
+        if kind == _THIN:
+            rate, held = max(measured, allowed * ADAPTIVE_THIN_BACKOFF), allowed
+        else:
+            rate, held = target * self.backoff, target * ADAPTIVE_REST
+        rate = max(ADAPTIVE_MIN_RATE, rate)
+        self._target = target
+        self._measured = measured
+        self._held = max(rate, held)
         self._floor = rate
+        self._rest = rest
+        self._kind = kind
         self._resume = now + pause
+        self._since = now + pause
         self._epoch = now
         self.lowered += 1
-        return Decision(pause, asked, rate, measured)
+        return Decision(pause, asked, rate, measured, thin=thin)
 
     def rate_at(self, now: float) -> float | None:
         """Requests per second allowed at ``now`` (``None``: no limit)."""
-        target = self._target
-        if target is None:
+        held = self._held
+        if held is None:
             return self.ceiling
-        # CUBIC: floor at the pause's end, flat at the target after the plateau, then faster.
-        k = self._plateau
-        t = max(0.0, now - self._resume)
-        # Never a flat line, even from the minimum rate: the climb after the plateau is at
-        # least as steep as a full back-off would make it.
-        amplitude = max(target - self._floor, target * (1.0 - self.backoff))
-        rate = max(self._floor, target + amplitude * ((t - k) / k) ** 3)
+        t = now - self._resume
+        if t <= 0:
+            rate = self._floor
+        elif t < ADAPTIVE_RECOVER:
+            # Concave: most of the way back in the first moments, whatever the fall.
+            rate = held - (held - self._floor) * (1.0 - t / ADAPTIVE_RECOVER) ** 3
+        else:
+            probe = (t - ADAPTIVE_RECOVER - self._rest) / ADAPTIVE_PROBE
+            rate = held
+            if probe > 0:
+                rate += (held * ADAPTIVE_PROBE_GAIN + ADAPTIVE_PROBE_STEP) * probe**3
         if self.ceiling is not None and rate >= self.ceiling:
             return self.ceiling
         return rate
 
-    def _measure(self, sent_at: float, wait: float, *, including: bool) -> float | None:
-        """Requests per second the server took in its window before ``sent_at``."""
+    def _allowed_over(self, start: float, end: float, now_allowed: float) -> float:
+        """The mean rate allowed over ``[start, end]`` (``now_allowed`` when there is none)."""
+        if self._held is None or end <= start:
+            return now_allowed
+        rates = [self.rate_at(start + (end - start) * i / 4) for i in range(5)]
+        known = [r for r in rates if r is not None]
+        return sum(known) / len(known) if known else now_allowed
+
+    def _taken_since(self, start: float, end: float) -> float:
+        """Requests per second the server took of those sent in ``[start, end)``."""
+        if end <= start:
+            return 0.0
+        took = self._sends.count(start, end) - self._refused.count(start, end)
+        return max(0, took) / (end - start)
+
+    def _measure(
+        self, sent_at: float, wait: float, *, including: bool
+    ) -> tuple[float, int, float, float, float] | None:
+        """Measure the server's window before ``sent_at``.
+
+        Returns what the server took per second and in all, this client's send rate over
+        the part of the window it could send in, how long that part was, and the seconds
+        the server's window is taken to span.
+        """
         long = wait > _LONG_WAIT
-        start = sent_at - (min(wait, _MAX_SPAN) if long else 1.0)
-        earliest = sent_at
-        through = 0
-        for t in reversed(self._sends):
-            if t < start:
-                break
-            if t < sent_at or (including and t == sent_at):
-                through += 1
-                earliest = t
-        for t in reversed(self._refused):
-            if t < start:
-                break
-            if t < sent_at:
-                through -= 1
-        if through <= 0:
+        paused = 0.0
+        window = 1.0
+        if long:
+            start = sent_at - min(wait, _MAX_SPAN)
+        else:
+            # Up to _WINDOW seconds of sending (a fixed window counted across its edge,
+            # or a bucket's stored burst, weigh less over two seconds than over one);
+            # a window that spans the last pause reaches back over it.
+            window = min(_WINDOW, max(1.0, sent_at - self._first))
+            start = sent_at - window
+            if self._since > start:
+                paused = self._since - self._epoch
+                start -= paused
+        sent = self._sends.count(start, sent_at, including=including)
+        took = sent - self._refused.count(start, sent_at)
+        if took <= 0:
             return None
-        span = max(1.0, sent_at - earliest + wait) if long else 1.0
-        return through / span
+        earliest = self._sends.first_from(start)
+        span = 1.0 if long else window
+        if long and earliest is not None:
+            span = max(1.0, sent_at - earliest + wait)
+        # This client's send rate while it could send: from its first send in the window,
+        # not counting the pause.
+        first = max(start, self._first)
+        sending = sent_at - first - (paused if self._epoch >= first else 0.0)
+        sent_rate = sent / sending if sending > 0 else math.inf
+        return took / span, took, sent_rate, sending, span

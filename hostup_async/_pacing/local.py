@@ -134,7 +134,7 @@ class LocalPacer:
 
     def accepted(self, now: float, sent_at: float, quota_wait: float | None = None) -> None:
         """An answer at ``now`` took the request sent at ``sent_at``."""
-        self._pause.forget_ask()  # the server takes requests again: its long wait is over
+        self._pause.forget_ask(sent_at)  # taken since the pause: its long wait is over
         if quota_wait is not None:
             self._apply(now, self._policy.on_refused(now, sent_at, quota_wait, refused=False))
 
@@ -149,9 +149,10 @@ class LocalPacer:
         if decision.rate is not None:
             self._refresh_at = -math.inf  # the next send reads the new rate
             logger.debug(
-                "rate lowered to %.1f req/s (the server accepted about %.1f req/s)",
+                "rate lowered to %.1f req/s (the server accepted about %.1f req/s%s)",
                 decision.rate,
                 decision.measured,
+                ", at least" if decision.thin else "",
             )
         bucket = self._bucket_at(now)
         if bucket is not None:

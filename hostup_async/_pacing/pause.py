@@ -12,7 +12,8 @@ call meets the same outcome whichever paces it:
   ends, plus this waiter's share of the spread), or, when the server asked for longer
   than ``max_wait``, raise ``PauseTooLong`` at once: a call that will not wait as long as
   the server asked ends rather than wake to a server that still refuses.
-- ``forget_ask()``: the server took a request again, so a long ask is over.
+- ``forget_ask(sent_at)``: the server took a request sent since the pause began, so a
+  long ask is over (answers to requests sent before it, still in flight, say nothing).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def pause_spread(pause: float) -> float:
 class Pause:
     """The client-wide pause after a refusal, on a pacer's clock (see the module docstring)."""
 
-    __slots__ = ("asked_until", "max_pause", "spread", "until")
+    __slots__ = ("asked_until", "began", "max_pause", "spread", "until")
 
     def __init__(self, max_pause: float = math.inf) -> None:
         #: Most seconds one refusal pauses the client, whatever the server asks.
@@ -55,6 +56,8 @@ class Pause:
         self.until = -math.inf
         #: When the wait the server asked for ends (may be after ``until``).
         self.asked_until = -math.inf
+        #: When the pause began: answers to requests sent earlier say nothing of it.
+        self.began = -math.inf
         #: Seconds past ``until`` over which waiters wake.
         self.spread = 0.0
 
@@ -65,6 +68,7 @@ class Pause:
         """
         if now >= self.until:
             self.asked_until = -math.inf  # a new pause: an older ask no longer counts
+            self.began = now
         self.asked_until = max(self.asked_until, now + asked)
         pause = min(asked, self.max_pause)
         if now + pause > self.until:
@@ -90,6 +94,11 @@ class Pause:
             raise PauseTooLong(asked)
         return left + self.spread * random.random()
 
-    def forget_ask(self) -> None:
-        """The server took a request: what it asked is over (the bounded pause stays)."""
-        self.asked_until = min(self.asked_until, self.until)
+    def forget_ask(self, sent_at: float) -> None:
+        """Forget what the server asked once it took a request sent since the pause began.
+
+        Only a request sent since the pause began says so (the bounded pause stays); an
+        answer to one sent before it, still in flight when the refusal came, says nothing.
+        """
+        if sent_at > self.began:
+            self.asked_until = min(self.asked_until, self.until)

@@ -30,6 +30,9 @@ class HiddenLimit(Protocol):
     def quota(self, now: float) -> tuple[int, float]:
         """Return ``(remaining, seconds until the quota resets)`` at ``now``."""
 
+    def set_limit(self, limit: int, now: float) -> None:
+        """Allow ``limit`` requests per window from ``now`` on (a limit that moves)."""
+
 
 class FixedWindow:
     """At most ``limit`` requests in each fixed window, windows aligned to the first request."""
@@ -60,7 +63,12 @@ class FixedWindow:
     def quota(self, now: float) -> tuple[int, float]:
         """Requests left in this window, and seconds until it ends."""
         start = self._roll(now)
-        return self.limit - self._count, start + self.window - now
+        return max(0, self.limit - self._count), start + self.window - now
+
+    def set_limit(self, limit: int, now: float) -> None:
+        """Allow ``limit`` requests per window from ``now`` on (this window's count stays)."""
+        self._roll(now)
+        self.limit = limit
 
 
 class SlidingLog:
@@ -89,7 +97,11 @@ class SlidingLog:
         """Requests that fit now, and seconds until the log is empty again."""
         admitted = self._expire(now)
         reset = admitted[-1] + self.window - now if admitted else 0.0
-        return self.limit - len(admitted), reset
+        return max(0, self.limit - len(admitted)), reset
+
+    def set_limit(self, limit: int, now: float) -> None:
+        """Allow ``limit`` requests per window from ``now`` on (the log stays)."""
+        self.limit = limit
 
 
 class TokenBucket:
@@ -120,6 +132,13 @@ class TokenBucket:
         """Whole tokens left, and seconds until the bucket is full."""
         tokens = self._refill(now)
         return math.floor(tokens), (self.limit - tokens) / self._rate
+
+    def set_limit(self, limit: int, now: float) -> None:
+        """Hold ``limit`` tokens, refilled at ``limit / window`` a second, from ``now`` on."""
+        tokens = self._refill(now)  # what accrued at the old rate stays accrued
+        self.limit = limit
+        self._rate = limit / self.window
+        self._tokens = min(tokens, float(limit))
 
 
 def hidden_limit(mode: RateMode, limit: int, window: float) -> HiddenLimit:
