@@ -384,6 +384,7 @@ class SharedPacer:
                     sent_at=sent_at,
                     wait=wait,
                     refused=refused,
+                    first=record.first,
                     sends=record.sends,
                     refusals=record.refusals,
                 )

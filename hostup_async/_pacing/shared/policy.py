@@ -90,11 +90,17 @@ class FleetPolicy:
         sent_at: float,
         wait: float | None,
         refused: bool,
+        first: float | None,
         sends: Iterable[float],
         refusals: Iterable[float],
     ) -> tuple[Decision, bytes | None]:
-        """Decide a refusal on the stored ``state`` and the key's logs; the new state if any."""
+        """Decide a refusal on the stored ``state`` and the key's logs; the new state if any.
+
+        ``first`` is the key's first send (the policy's window is shorter right after it).
+        """
         policy = self._restore(state)
+        if first is not None:
+            policy._first = first
         for t in sends:
             policy.on_send(t)
         for t in refusals:

@@ -93,6 +93,8 @@ class Refused(msgspec.Struct, frozen=True, gc=False):
     policy: bytes
     left: float
     asked: float
+    #: The key's first send (``None``: none yet).
+    first: float | None
     sends: list[float]
     refusals: list[float]
 
@@ -222,7 +224,7 @@ class StoreScript:
             "1" if refused else "0",
             "1" if taken_since else "0",
         )
-        count = int(reply[7])
+        first, count = _text(reply[7]), int(reply[8])
         return Refused(
             float(reply[1]),
             _text(reply[2]),
@@ -230,8 +232,9 @@ class StoreScript:
             _bytes(reply[4]),
             float(reply[5]),
             float(reply[6]),
-            [float(t) for t in reply[8 : 8 + count]],
-            [float(t) for t in reply[8 + count :]],
+            float(first) if first else None,
+            [float(t) for t in reply[9 : 9 + count]],
+            [float(t) for t in reply[9 + count :]],
         )
 
     async def decide(self, *, version: int, policy: bytes, now: float) -> Decided:

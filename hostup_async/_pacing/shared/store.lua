@@ -4,8 +4,8 @@
 -- adaptive policy are computed in Python and passed in, so both pacers run one policy.
 -- Each call is atomic, on Redis' clock (TIME), so hosts whose clocks disagree share exactly.
 --
--- KEYS[1] - state: hash {gen, born, hold, tat, last, paused, asked, version, policy, decided_by,
---           seq}
+-- KEYS[1] - state: hash {gen, born, hold, tat, first, last, paused, asked, version, policy,
+--           decided_by, seq}
 -- KEYS[2] - sends: sorted set of reserved send times (member: a sequence number)
 -- KEYS[3] - refusals: sorted set of refused send times (member: the report's request id)
 -- KEYS[4] - clients: sorted set of client ids, scored by when each was last seen
@@ -55,12 +55,12 @@ local function fmt(x) return string.format('%.17g', x) end
 
 local NEVER = -1e300
 local s = redis.call('HMGET', KEYS[1], 'gen', 'born', 'hold', 'tat', 'last', 'paused', 'asked',
-  'version', 'policy', 'decided_by', 'seq')
+  'version', 'policy', 'decided_by', 'seq', 'first')
 local gen, born, hold = s[1], tonumber(s[2]) or now, tonumber(s[3]) or NEVER
 local tat, last = tonumber(s[4]) or NEVER, tonumber(s[5]) or NEVER
 local paused, asked = tonumber(s[6]) or NEVER, tonumber(s[7]) or NEVER
 local version, policy, decided_by = tonumber(s[8]) or 0, s[9] or '', s[10] or ''
-local seq = tonumber(s[11]) or 0
+local seq, first = tonumber(s[11]) or 0, s[12] or ''
 
 -- The sends log outlives the last send by log_span: missing sooner, it was evicted.
 if gen and last > now - log_span and redis.call('EXISTS', KEYS[2]) == 0 then
@@ -70,7 +70,7 @@ if not gen then
   gen = fmt(now) .. '/' .. client
   born = now
   hold, tat, last, paused, asked = NEVER, NEVER, NEVER, NEVER, NEVER
-  version, policy, decided_by = 0, '', ''
+  version, policy, decided_by, first = 0, '', '', ''
 end
 if known_gen ~= '' and known_gen ~= gen and now < born + recovery then
   -- This client (and so perhaps others) holds sends reserved under a lost state.
@@ -84,6 +84,7 @@ local function seen()
 end
 
 local function note_send(t)
+  if first == '' then first = fmt(t) end  -- the key's first send (the policy's window)
   seq = seq + 1
   redis.call('ZADD', KEYS[2], fmt(t), seq)
   if t > last then last = t end
@@ -156,8 +157,9 @@ elseif op == 'refuse' then
   -- [13] seconds to look back from sent_at (0: no logs), [14] '1' refused or '0' a spent
   -- quota (not counted as refused), [15] '1' if the server took one of this client's
   -- requests sent since the pause began, since its last report
-  -- returns {'refused', now, gen, version, policy, paused_left, asked_left, n,
-  --   n send times in [sent_at - look back, sent_at], refused send times before sent_at}
+  -- returns {'refused', now, gen, version, policy, paused_left, asked_left, first send
+  --   ('' for none), n, n send times in [sent_at - look back, sent_at], refused send times
+  --   before sent_at}
   local sent_at, pause, wanted = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
   local back = tonumber(ARGV[13])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. fmt(now - log_span))
@@ -173,7 +175,7 @@ elseif op == 'refuse' then
   end
   if ARGV[14] == '1' then redis.call('ZADD', KEYS[3], fmt(sent_at), request) end
   out = {'refused', fmt(now), gen, tostring(version), policy, fmt(paused - now),
-    fmt(math.max(0, asked - now)), tostring(#sends)}
+    fmt(math.max(0, asked - now)), first, tostring(#sends)}
   for _, t in ipairs(sends) do out[#out + 1] = t end
   for _, t in ipairs(refusals) do out[#out + 1] = t end
 elseif op == 'decide' then
@@ -201,7 +203,7 @@ end
 redis.call('HSET', KEYS[1], 'gen', gen, 'born', fmt(born), 'hold', fmt(hold), 'tat', fmt(tat),
   'last', fmt(last),
   'paused', fmt(paused), 'asked', fmt(asked), 'version', version, 'policy', policy,
-  'decided_by', decided_by, 'seq', seq)
+  'decided_by', decided_by, 'seq', seq, 'first', first)
 local ttl = math.ceil((math.max(0, paused - now) + keep) * 1000)
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return out
