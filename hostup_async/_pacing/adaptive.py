@@ -75,8 +75,6 @@ _MAX_SPAN = 60.0
 _LONG_WAIT = 1.5
 # The server took clearly less than this client sent when it took under this share of it.
 _TOOK_LESS = 0.9
-# After a second refusal in a row, the rate climbs back to this share of the rate in force.
-_ESCALATED_HOLD = 0.85
 # Seconds of sending a measure looks back over, for a server window of a second.
 _WINDOW = 2.0
 # Two thin measures agree when they are this close (a share of the first), the second
@@ -175,7 +173,6 @@ class AdaptiveRate:
         "_rest",
         "_resume",
         "_sends",
-        "_since",
         "_target",
         "backoff",
         "ceiling",
@@ -205,9 +202,8 @@ class AdaptiveRate:
         self._epoch = -math.inf  # refusals of sends before this are the burst acted on
         self._held: float | None = None  # the rate the curve climbs back to
         self._floor = 0.0  # the rate right after the last lowering
-        self._resume = 0.0  # when the pause of the last lowering ended
+        self._resume = -math.inf  # when the pause of the last decision ended
         self._first = math.inf  # the first send
-        self._since = -math.inf  # when the last decision's pause ended
         self._rest = 0.0  # seconds resting at the held rate (0 after a thin sample)
         self._kind = ""  # what the last decision was based on
         self._target = math.inf  # the rate the last decision took as the server's limit
@@ -259,7 +255,7 @@ class AdaptiveRate:
             thin
             and self._kind == _THIN
             and now < climbed + _AGAIN
-            and self._taken_since(self._since, sent_at) * (sent_at - self._since) >= _AGREE_MIN
+            and self._taken_since(self._resume, sent_at) * (sent_at - self._resume) >= _AGREE_MIN
             and abs(measured - self._measured) <= _AGREE * self._measured
         ):
             # Refused again, the server having taken about as much since the last pause
@@ -267,7 +263,7 @@ class AdaptiveRate:
             thin = False
         if thin:
             # A lower bound: back off from the rate in force, never below what was taken.
-            kind, target = _THIN, max(measured / self.backoff, allowed * ADAPTIVE_THIN_BACKOFF)
+            kind, target = _THIN, allowed
             rest = 0.0
         elif (
             self._kind in _LEVELS
@@ -316,7 +312,6 @@ class AdaptiveRate:
         self._rest = rest
         self._kind = kind
         self._resume = now + pause
-        self._since = now + pause
         self._epoch = now
         self.lowered += 1
         return Decision(pause, asked, rate, measured, thin=thin)
@@ -376,8 +371,8 @@ class AdaptiveRate:
             # a window that spans the last pause reaches back over it.
             window = min(_WINDOW, max(1.0, sent_at - self._first))
             start = sent_at - window
-            if self._since > start:
-                paused = self._since - self._epoch
+            if self._resume > start:
+                paused = self._resume - self._epoch
                 start -= paused
         sent = self._sends.count(start, sent_at, including=including)
         took = sent - self._refused.count(start, sent_at)
