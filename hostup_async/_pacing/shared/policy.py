@@ -32,7 +32,6 @@ class _State(msgspec.Struct, array_like=True, frozen=True):
     held: float | None
     floor: float
     resume: float
-    since: float
     rest: float
     kind: str
     target: float
@@ -113,7 +112,6 @@ class FleetPolicy:
             policy._held,
             policy._floor,
             policy._resume,
-            policy._since,
             policy._rest,
             policy._kind,
             policy._target,
@@ -130,7 +128,6 @@ class FleetPolicy:
             policy._held = saved.held
             policy._floor = saved.floor
             policy._resume = saved.resume
-            policy._since = saved.since
             policy._rest = saved.rest
             policy._kind = saved.kind
             policy._target = saved.target
