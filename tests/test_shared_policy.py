@@ -23,7 +23,7 @@ from hostup_async._pacing import LocalPacer
 from hostup_async._pacing.adaptive import AdaptiveRate
 from hostup_async._pacing.shared import SharedPacer
 
-from .conftest import RedisServer, close_redis
+from .conftest import RedisServer, close_redis, run_apart
 
 
 class HandClock:
@@ -223,4 +223,4 @@ async def run_both(redis_url: str, ceiling: float | None, events: list[tuple[obj
 def test_random_events_get_the_same_decisions_and_pause_from_both_pacers(
     redis_server: RedisServer, ceiling: float | None, events: list[tuple[object, ...]]
 ) -> None:
-    asyncio.run(run_both(redis_server.url, ceiling, events))
+    run_apart(run_both(redis_server.url, ceiling, events))
