@@ -20,7 +20,7 @@ def install_group(session: nox.Session, *groups: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage; fail under 90%."""
     install_group(session, "test")
-    session.install("-e", ".[cli,redis]")
+    session.install("-e", ".[cli,redis,otel]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """Type-check the package and tests with mypy --strict."""
     install_group(session, "typecheck")
-    session.install("-e", ".[cli,redis]")
+    session.install("-e", ".[cli,redis,otel]")
     session.run("mypy")
 
 

@@ -8,6 +8,7 @@ from ._exceptions import (
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    DeadlineExceededError,
     DecodeError,
     GatewayTimeoutError,
     HostUpError,
@@ -23,6 +24,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._export import to_builtins
+from ._http.answer import decode_billing_cycle, decode_vm_details
 from ._http.retry import Backoff, RetryBudget
 from ._models import (
     BandwidthUsage,
@@ -33,8 +35,6 @@ from ._models import (
     PricingCycle,
     UsageSample,
     VMDetails,
-    decode_billing_cycle,
-    decode_vm_details,
 )
 from ._secret import SecretStr
 from ._version import __version__
@@ -52,6 +52,7 @@ __all__ = [
     "ConfigurationError",
     "Credentials",
     "CycleOption",
+    "DeadlineExceededError",
     "DecodeError",
     "GatewayTimeoutError",
     "HostUpClient",

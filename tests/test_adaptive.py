@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hostup_async import AttemptEvent, ClientClosedError, HostUpClient, RateLimitError
-from hostup_async._http.retry import quota_spent_wait
+from hostup_async._http.hints import quota_spent_wait
 from hostup_async._pacing import LocalPacer, PauseTooLong
 from hostup_async._pacing.adaptive import AdaptiveRate
 from hostup_async._pacing.bucket import SendBucket
@@ -264,9 +264,13 @@ async def test_a_spent_quota_pauses_before_the_first_429() -> None:
     clock = ManualClock()
     pacer = LocalPacer(400.0, clock=clock)
     sent_at = await pacer.acquire()
-    pacer.on_accepted(sent_at, {"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "1"})
+    pacer.on_accepted(
+        sent_at, quota_spent_wait({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "1"})
+    )
     assert pacer.paused_for() == 0.0
-    pacer.on_accepted(sent_at, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.5"})
+    pacer.on_accepted(
+        sent_at, quota_spent_wait({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.5"})
+    )
     assert pacer.paused_for() == 0.5
     assert await pacer.acquire() >= sent_at + 0.5
 

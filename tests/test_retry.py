@@ -20,7 +20,8 @@ from hostup_async import (
     ServerError,
     TransportError,
 )
-from hostup_async._http.retry import parse_retry_after, pause_spread
+from hostup_async._http.hints import parse_retry_after
+from hostup_async._http.retry import pause_spread
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY

@@ -16,11 +16,10 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Mapping
 from typing import Protocol
 
 from .._constants import DEFAULT_MAX_RETRY_AFTER
-from .._http.retry import pause_spread, quota_spent_wait
+from .._http.retry import pause_spread
 from .adaptive import AdaptiveRate, Decision
 from .bucket import SendBucket
 
@@ -87,8 +86,12 @@ class Pacer(Protocol):
         Raise ``PauseTooLong`` rather than sit out a pause longer than ``max_pause`` seconds.
         """
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
-        """Report an answer that was not a refusal, with its headers (for quota hints)."""
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
+        """Report an answer that was not a refusal.
+
+        ``quota_wait``: the seconds until the quota resets when the answer said none is
+        left (``X-RateLimit-Remaining: 0``), else ``None``.
+        """
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a 429 for the request sent at ``sent_at``, with the server's wait if any."""
@@ -187,15 +190,12 @@ class LocalPacer:
                     # Re-checked after the sleep: a refusal may have come meanwhile.
                     await clock.sleep(wait)
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
         self._asked_until = -math.inf  # the server takes requests again: its long wait is over
-        if headers is None:
-            return
-        wait = quota_spent_wait(headers)
-        if wait is not None:
+        if quota_wait is not None:
             now = self._clock.now()
-            self._apply(now, self._policy.on_refused(now, sent_at, wait, refused=False))
+            self._apply(now, self._policy.on_refused(now, sent_at, quota_wait, refused=False))
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a 429: pause the client, and lower the rate once per burst."""

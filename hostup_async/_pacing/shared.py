@@ -23,7 +23,6 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -37,7 +36,7 @@ from .._constants import (
 )
 from .._events import ClientStats
 from .._exceptions import ConfigurationError
-from .._http.retry import pause_spread, quota_spent_wait
+from .._http.retry import pause_spread
 from .pacer import Clock, LocalPacer, LoopClock, PauseTooLong
 from .shared_script import SCRIPT
 
@@ -279,13 +278,10 @@ class SharedPacer:
                 continue
             return slot.at
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
-        if headers is None:
-            return
-        wait = quota_spent_wait(headers)
-        if wait is not None:
-            self._refused(sent_at, wait, refused=False)
+        if quota_wait is not None:
+            self._refused(sent_at, quota_wait, refused=False)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a 429: pause this client now, and every client on the key via Redis."""
@@ -424,7 +420,7 @@ class SharedPacer:
             if refused:
                 fallback.on_rate_limited(sent_at, wait)
             else:
-                fallback.on_accepted(sent_at, {"X-RateLimit-Remaining": "0"})
+                fallback.on_accepted(sent_at, wait)
         if refused or wait is not None:
             self._pause_locally(
                 now, min(RATE_LIMIT_PAUSE if wait is None else wait, self.max_pause)
