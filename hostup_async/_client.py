@@ -317,22 +317,22 @@ class HostUpClient:
         max_retries: int | None,
         max_retry_after: float | None,
         deadline: float | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[float, int, float, float | None]:
         """Resolve per-call options against the client's defaults, checked before any I/O."""
-        return {
-            "timeout": self.timeout if timeout is None else check_positive("timeout", timeout),
-            "max_retries": (
+        return (
+            self.timeout if timeout is None else check_positive("timeout", timeout),
+            (
                 self.max_retries
                 if max_retries is None
                 else check_count("max_retries", max_retries, minimum=0)
             ),
-            "max_retry_after": (
+            (
                 self.max_retry_after
                 if max_retry_after is None
                 else check_positive("max_retry_after", max_retry_after)
             ),
-            "deadline": self.deadline if deadline is None else check_positive("deadline", deadline),
-        }
+            self.deadline if deadline is None else check_positive("deadline", deadline),
+        )
 
     async def get_vm_details(
         self,
@@ -348,13 +348,18 @@ class HostUpClient:
         vmid = check_vmid(vmid)
         if not isinstance(usage_log, bool):
             raise TypeError(f"usage_log must be a bool, not {type(usage_log).__name__}")
-        options = self._call_options(timeout, max_retries, max_retry_after, deadline)
+        timeout, max_retries, max_retry_after, deadline = self._call_options(
+            timeout, max_retries, max_retry_after, deadline
+        )
         return await self._open().get(
             f"/vm/{vmid}/details",
             DETAILS[usage_log],
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
+            deadline=deadline,
             operation="get_vm_details",
             vmid=vmid,
-            **options,
         )
 
     async def get_billing_cycle(
@@ -368,13 +373,18 @@ class HostUpClient:
     ) -> BillingCycle:
         """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
         vmid = check_vmid(vmid)
-        options = self._call_options(timeout, max_retries, max_retry_after, deadline)
+        timeout, max_retries, max_retry_after, deadline = self._call_options(
+            timeout, max_retries, max_retry_after, deadline
+        )
         return await self._open().get(
             f"/vm/{vmid}/billing-cycle",
             BILLING,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
+            deadline=deadline,
             operation="get_billing_cycle",
             vmid=vmid,
-            **options,
         )
 
     def stream_vms(

@@ -42,6 +42,8 @@ __all__ = ["CallTrace", "Telemetry", "telemetry_for"]
 _SCOPE = "hostup_async"
 # OpenTelemetry's advisory buckets for http.client.request.duration, in seconds.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+# Distinct (status, error.type) attribute sets kept built; past this they are built per use.
+_KEPT = 64
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -111,6 +113,7 @@ class Telemetry:
             unit="{retry}",
             description="Attempts retried, by the error.type of the attempt that failed.",
         )
+        self._ended: dict[tuple[int | None, str | None], dict[str, Any]] = {}
         source = _Source(pacer, stats, self.server)
         meter.create_observable_gauge(
             "hostup.client.rate",
@@ -125,13 +128,38 @@ class Telemetry:
             description="Seconds a client with shared_limit paced alone because Redis was away.",
         )
 
-    def start_call(self, operation: str, vmid: int | None) -> CallTrace:
-        """Start the INTERNAL span of one SDK call."""
-        attributes: dict[str, Any] = {"hostup.vmid": vmid} if vmid is not None else {}
+    def start_call(self, operation: str, vmid: int | None) -> CallTrace | None:
+        """Start the INTERNAL span of one SDK call; ``None`` when no SDK records it."""
         span = self.tracer.start_span(
-            operation, kind=_trace.SpanKind.INTERNAL, attributes=attributes
+            operation,
+            kind=_trace.SpanKind.INTERNAL,
+            attributes={"hostup.vmid": vmid} if vmid is not None else None,
         )
-        return CallTrace(self, span)
+        return CallTrace(self, span) if span.is_recording() else None
+
+    def attempted(self, outcome: Outcome[Any], elapsed: float) -> None:
+        """Record one attempt's duration, by how it ended."""
+        error = outcome.error
+        key = (outcome.status, None if error is None else error_type(error))
+        attributes = self._ended.get(key)
+        if attributes is None:
+            # Built once per (status, error.type): recording is on the hot path.
+            attributes = dict(self.server)
+            if key[0] is not None:
+                attributes["http.response.status_code"] = key[0]
+            if key[1] is not None:
+                attributes["error.type"] = key[1]
+            if len(self._ended) < _KEPT:
+                self._ended[key] = attributes
+        self.duration.record(elapsed, attributes)
+
+    def waited(self, reason: str, seconds: float) -> None:
+        """Record ``seconds`` a call waited before an attempt: ``rate_limit`` or ``pause``."""
+        self.wait.record(seconds, {**self.server, "hostup.wait.reason": reason})
+
+    def rate_limited(self) -> None:
+        """Count a 429."""
+        self.rate_limited_count.add(1, self.server)
 
     def retried(self, error: HostUpError | None) -> None:
         """Count a retry of an attempt that failed with ``error``."""
@@ -139,96 +167,59 @@ class Telemetry:
 
 
 class CallTrace:
-    """The span of one SDK call, and the CLIENT spans of its attempts."""
+    """The recording span of one SDK call, and the CLIENT spans of its attempts."""
 
-    __slots__ = ("_span", "_telemetry", "_waits")
+    __slots__ = ("_parent", "_span", "_telemetry", "_waits")
 
     def __init__(self, telemetry: Telemetry, span: Span) -> None:
         self._telemetry = telemetry
         self._span = span
+        self._parent = _trace.set_span_in_context(span)
         self._waits: dict[str, float] = {}
 
-    def start_attempt(self, attempt: int) -> AttemptTrace:
+    def start_attempt(self, attempt: int, path: str) -> Span:
         """Start the CLIENT span of attempt number ``attempt`` (1 for the first)."""
         telemetry = self._telemetry
-        span: Span | None = None
-        if self._span.is_recording():
-            attributes: dict[str, Any] = dict(telemetry.server)
-            if attempt > 1:
-                attributes["http.request.resend_count"] = attempt - 1
-            span = telemetry.tracer.start_span(
-                "GET",
-                context=_trace.set_span_in_context(self._span),
-                kind=_trace.SpanKind.CLIENT,
-                attributes=attributes,
-            )
-        return AttemptTrace(telemetry, span)
+        attributes: dict[str, Any] = {**telemetry.server, "url.full": telemetry.base_url + path}
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return telemetry.tracer.start_span(
+            "GET", context=self._parent, kind=_trace.SpanKind.CLIENT, attributes=attributes
+        )
 
-    def quiet_http(self) -> Callable[[], None] | None:
+    def end_attempt(self, span: Span, outcome: Outcome[Any]) -> None:
+        """End an attempt's span with its status and, when it failed, its ``error.type``."""
+        if outcome.error is not None:
+            span.set_attribute("error.type", error_type(outcome.error))
+            span.set_status(_trace.StatusCode.ERROR)
+        if outcome.status is not None:
+            span.set_attribute("http.response.status_code", outcome.status)
+        span.end()
+
+    def quiet_http(self) -> Callable[[], None]:
         """Keep aiohttp's own instrumentation from tracing an attempt we trace; returns the undo."""
-        if not self._span.is_recording():
-            return None
         token = _context.attach(
             _context.set_value(_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True)
         )
         return lambda: _context.detach(token)
 
     def waited(self, reason: str, seconds: float) -> None:
-        """Record ``seconds`` spent waiting (``rate_limit`` or ``pause``) before an attempt."""
+        """Add ``seconds`` spent waiting (``rate_limit`` or ``pause``) to the call's span."""
         self._waits[reason] = self._waits.get(reason, 0.0) + seconds
-        self._telemetry.wait.record(
-            seconds, {**self._telemetry.server, "hostup.wait.reason": reason}
-        )
 
     def rate_limited(self, pause: float) -> None:
-        """Record a 429: an event on the call's span and the client-wide count."""
-        telemetry = self._telemetry
-        telemetry.rate_limited_count.add(1, telemetry.server)
-        if self._span.is_recording():
-            self._span.add_event("hostup.rate_limited", {"hostup.pause.seconds": pause})
+        """Note a 429 on the call's span, with the pause it started."""
+        self._span.add_event("hostup.rate_limited", {"hostup.pause.seconds": pause})
 
     def end(self, error: BaseException | None) -> None:
         """End the call's span, with its waits, and its error if it failed."""
         span = self._span
-        if not span.is_recording():
-            return
         for reason, seconds in self._waits.items():
             span.set_attribute(f"hostup.wait.{reason}.seconds", seconds)
         if error is not None:
             span.set_attribute("error.type", type(error).__name__)
             span.set_status(_trace.StatusCode.ERROR, _safe_text(error))
         span.end()
-
-
-class AttemptTrace:
-    """The CLIENT span of one attempt (``None`` when not recording) and its duration metric."""
-
-    __slots__ = ("_span", "_telemetry")
-
-    def __init__(self, telemetry: Telemetry, span: Span | None) -> None:
-        self._telemetry = telemetry
-        self._span = span
-
-    def end(self, outcome: Outcome[Any], elapsed: float, path: str) -> None:
-        """Record how the attempt ended and how long it took."""
-        telemetry = self._telemetry
-        attributes = dict(telemetry.server)
-        status = outcome.status
-        if status is not None:
-            attributes["http.response.status_code"] = status
-        error = outcome.error
-        if error is not None:
-            attributes["error.type"] = error_type(error)
-        telemetry.duration.record(elapsed, attributes)
-        span = self._span
-        if span is not None:
-            span.set_attribute("url.full", telemetry.base_url + path)
-            if status is not None:
-                span.set_attribute("http.response.status_code", status)
-            if error is not None:
-                span.set_attribute("error.type", attributes["error.type"])
-                span.set_status(_trace.StatusCode.ERROR)
-            span.end()
 
 
 def error_type(error: HostUpError | None) -> str:

@@ -48,6 +48,9 @@ pacing_logger = logging.getLogger("hostup_async.pacing")
 
 T = TypeVar("T")
 
+# The policy's verdict on a success: no retry, no error.
+_DONE: tuple[None, None] = (None, None)
+
 # Distinct per-call timeouts whose aiohttp ClientTimeout is kept; past this the cache is
 # cleared, so a caller passing a fresh timeout on every call cannot grow it without bound.
 _TIMEOUTS_KEPT = 64
@@ -124,30 +127,32 @@ class Transport:
         by then with ``DeadlineExceededError``, at once when a wait could not end in time.
         """
         call = _Call(path, vmid, timeout, max_retry_after, deadline, self._loop)
-        if self._telemetry is None:
-            return await self._run(call, decode, max_retries)
-        trace = call.trace = self._telemetry.start_call(operation, vmid)
+        if self._telemetry is not None:
+            call.trace = self._telemetry.start_call(operation, vmid)
         try:
-            result = await self._run(call, decode, max_retries)
+            while True:
+                call.attempt += 1
+                outcome = await self._attempt(call, decode)  # attempt
+                self._pace(call, outcome)  # pacer
+                retry_in, error = self._judge(call, outcome, max_retries)  # policy
+                if (
+                    error is not None
+                    or call.attempt > 1
+                    or self._on_attempt is not None
+                    or http_logger.isEnabledFor(DEBUG)
+                ):
+                    self._report(call, outcome, retry_in, error)  # report
+                if error is None:
+                    if call.trace is not None:
+                        call.trace.end(None)
+                    return outcome.result  # type: ignore[return-value]
+                if retry_in is None:
+                    raise error
+                await self._nap(retry_in)
         except BaseException as exc:
-            trace.end(exc)
+            if call.trace is not None:
+                call.trace.end(exc)
             raise
-        trace.end(None)
-        return result
-
-    async def _run(self, call: _Call, decode: Callable[[bytes], T], max_retries: int) -> T:
-        """Make attempts until one succeeds or the policy ends the call."""
-        while True:
-            call.attempt += 1
-            outcome = await self._attempt(call, decode)  # attempt
-            self._pace(call, outcome)  # pacer
-            retry_in, error = self._judge(call, outcome, max_retries)  # policy
-            self._report(call, outcome, retry_in, error)  # report
-            if error is None:
-                return outcome.result  # type: ignore[return-value]
-            if retry_in is None:
-                raise error
-            await self._nap(retry_in)
 
     def close(self) -> None:
         """Refuse new attempts and wake the calls that are waiting, so they end at once."""
@@ -159,46 +164,100 @@ class Transport:
 
     async def _attempt(self, call: _Call, decode: Callable[[bytes], T]) -> Outcome[T]:
         """Wait for a turn and a slot, make one exchange, and read the answer once."""
-        if self._pacer.paused_for() > 0:
-            await self._sit_out_pause(call)  # holding no slot
-        await self._take_slot(call)
-        try:
+        slots = self._slots
+        if call.until is None and self._pacer.paused_for() <= 0:
+            # The common case inline (no coroutine more on the hot path): a slot (no
+            # deadline bounds the wait for one), then a permit at once.
+            await slots.acquire()
             sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
             if sent_at is None:
-                # Wait for the turn holding no slot, so waiting calls leave the slots to
-                # calls that can send; take one again once the turn is ours.
-                self._slots.release()
-                sent_at = await self._wait_for_turn(call)
-                try:
-                    await self._take_slot(call)
-                except BaseException:
-                    self._spare.append(sent_at)  # the permit goes to the next call
-                    raise
+                slots.release()
+                sent_at = await self._admit(call)
+        else:
+            sent_at = await self._admit(call)
+        try:
+            path = call.path
+            if self.closed or self._session.closed:
+                raise self._closed_error(path)
+            timeout = call.timeout
+            bounded = False  # whether the deadline, not the timeout, bounds this attempt
+            if call.until is not None:
+                left = call.until - self._loop.time()
+                if left <= 0:
+                    raise call.out_of_time("no time was left to send it")
+                if left < timeout:
+                    timeout, bounded = left, True
             self._stats.requests += 1
             call.started = time.perf_counter()  # latency excludes the waits
-            span = call.trace.start_attempt(call.attempt) if call.trace is not None else None
+            trace = call.trace
+            span = trace.start_attempt(call.attempt, path) if trace is not None else None
+            failure: HostUpError | None = None
+            # While our own CLIENT span traces the attempt, aiohttp's instrumentation does not.
+            quiet = trace.quiet_http() if trace is not None else None
             try:
-                answer = await self._send(call, sent_at)
+                async with self._session.get(
+                    self._base_url.with_path(self._base_path + path, encoded=True),
+                    headers=self._headers,
+                    timeout=self._client_timeout(timeout),
+                    allow_redirects=False,
+                    raise_for_status=False,  # a caller's session may say otherwise
+                ) as response:
+                    body = await read_body(response, self._max_body_size, f"GET {path}")
+                    answer = Answer(response.status, response.headers, body, sent_at)
             except HostUpError as exc:
+                failure = exc  # the body was too large
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                failure = self._failure(call, exc, timeout, bounded)
+            except RuntimeError as exc:
+                if not (self.closed or self._session.closed):
+                    raise
+                failure = self._failure(call, exc, timeout, bounded)
+            finally:
+                if quiet is not None:
+                    quiet()
+            if failure is not None:
+                # Made outside the except blocks, so the aiohttp error is not kept as
+                # __context__: its request_info holds the request headers, key included.
                 outcome: Outcome[T] = Outcome(
-                    sent_at, error=exc, retryable=isinstance(exc, TransportError)
+                    sent_at, error=failure, retryable=isinstance(failure, TransportError)
                 )
             else:
                 if answer.status == 429:
                     self._stats.rate_limited += 1
                 outcome = (
                     settle(answer, decode, self._redactor, self._base_text)
-                    if len(answer.body) < DECODE_OFF_LOOP_SIZE
+                    if len(body) < DECODE_OFF_LOOP_SIZE
                     # A large body's decode must not stall the loop: a worker thread reads it.
                     else await asyncio.to_thread(
                         settle, answer, decode, self._redactor, self._base_text
                     )
                 )
-            if span is not None:
-                span.end(outcome, time.perf_counter() - call.started, call.path)
+            if self._telemetry is not None:
+                self._telemetry.attempted(outcome, time.perf_counter() - call.started)
+                if span is not None:
+                    trace.end_attempt(span, outcome)  # type: ignore[union-attr]
             return outcome
         finally:
-            self._slots.release()
+            slots.release()
+
+    async def _admit(self, call: _Call) -> float:
+        """Wait out a pause, then for a send permit and a slot; return the send time, slot held."""
+        if self._pacer.paused_for() > 0:
+            await self._sit_out_pause(call)  # holding no slot
+        await self._take_slot(call)
+        sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
+        if sent_at is not None:
+            return sent_at  # the common case: a slot and a permit at once
+        # Wait for the turn holding no slot, so waiting calls leave the slots to calls that
+        # can send; take one again once the turn is ours.
+        self._slots.release()
+        sent_at = await self._wait_for_turn(call)
+        try:
+            await self._take_slot(call)
+        except BaseException:
+            self._spare.append(sent_at)  # the permit goes to the next call
+            raise
+        return sent_at
 
     async def _take_slot(self, call: _Call) -> None:
         """Wait for a concurrency slot, within the call's deadline."""
@@ -242,10 +301,7 @@ class Transport:
             self._waiting -= 1
             if not turn.done():
                 turn.cancel()  # closed or out of time: no waiter is left queued in the pacer
-            waited = time.perf_counter() - asked
-            self._stats.throttle_wait += waited
-            if call.trace is not None:
-                call.trace.waited("rate_limit", waited)
+            self._waited(call, "rate_limit", time.perf_counter() - asked)
         if not turn.done() or turn.cancelled():
             if self.closed:
                 raise self._closed_error(call.path)
@@ -273,10 +329,15 @@ class Transport:
                 if self.closed:
                     raise self._closed_error(call.path)
         finally:
-            waited = time.perf_counter() - asked
-            self._stats.throttle_wait += waited
+            self._waited(call, "pause", time.perf_counter() - asked)
+
+    def _waited(self, call: _Call, reason: str, seconds: float) -> None:
+        """Count time a call waited before an attempt: for the rate limit, or out a pause."""
+        self._stats.throttle_wait += seconds
+        if self._telemetry is not None:
+            self._telemetry.waited(reason, seconds)
             if call.trace is not None:
-                call.trace.waited("pause", waited)
+                call.trace.waited(reason, seconds)
 
     def _pause_error(self, call: _Call, left: float) -> RateLimitError:
         """Build the error for a call that will not wait as long as the server asked."""
@@ -287,58 +348,21 @@ class Transport:
             retry_after=left,
         )
 
-    async def _send(self, call: _Call, sent_at: float) -> Answer:
-        """Make one HTTP exchange and read the whole body; map transport errors."""
+    def _failure(self, call: _Call, exc: Exception, timeout: float, bounded: bool) -> HostUpError:
+        """Map what aiohttp raised during an exchange to the HostUp error it means."""
         path = call.path
-        url = self._base_url.with_path(self._base_path + path, encoded=True)
+        if isinstance(exc, asyncio.TimeoutError):
+            if bounded:
+                return call.out_of_time("its last attempt ran into the deadline")
+            return RequestTimeoutError(f"GET {path} took longer than its {timeout:g} s timeout")
         if self.closed or self._session.closed:
-            raise self._closed_error(path)
-        timeout = call.timeout
-        left = call.left()
-        bounded_by_deadline = left is not None and left < timeout
-        if bounded_by_deadline:
-            if left <= 0:  # type: ignore[operator]
-                raise call.out_of_time("no time was left to send it")
-            timeout = left  # type: ignore[assignment]
-        failure: HostUpError
-        # While our own CLIENT span traces the attempt, aiohttp's instrumentation does not.
-        quiet = call.trace.quiet_http() if call.trace is not None else None
-        try:
-            async with self._session.get(
-                url,
-                headers=self._headers,
-                timeout=self._client_timeout(timeout),
-                allow_redirects=False,
-                raise_for_status=False,  # a caller's session may say otherwise; we map statuses
-            ) as response:
-                body = await read_body(response, self._max_body_size, f"GET {path}")
-                return Answer(response.status, response.headers, body, sent_at)
-        except asyncio.TimeoutError:
-            if bounded_by_deadline:
-                failure = call.out_of_time("its last attempt ran into the deadline")
-            else:
-                failure = RequestTimeoutError(
-                    f"GET {path} took longer than its {timeout:g} s timeout"
-                )
-        except aiohttp.ClientPayloadError as exc:
-            text = self._redactor.text(str(exc))[:500]
-            failure = TransportError(f"GET {path}: the response body was cut short ({text})")
-        except (aiohttp.ClientError, RuntimeError) as exc:
             # Closing the client mid-request surfaces from aiohttp as a connection error
             # or a RuntimeError("Session is closed"): say what really happened.
-            if self.closed or self._session.closed:
-                failure = self._closed_error(path)
-            elif isinstance(exc, aiohttp.ClientError):
-                text = self._redactor.text(str(exc))[:500] or type(exc).__name__
-                failure = TransportError(f"GET {path} failed: {text}")
-            else:
-                raise
-        finally:
-            if quiet is not None:
-                quiet()
-        # Raised here, outside the except blocks, so the aiohttp error is not kept as
-        # __context__: its request_info holds the request headers, API key included.
-        raise failure
+            return self._closed_error(path)
+        text = self._redactor.text(str(exc))[:500]
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return TransportError(f"GET {path}: the response body was cut short ({text})")
+        return TransportError(f"GET {path} failed: {text or type(exc).__name__}")
 
     # -- pacer -----------------------------------------------------------------------------
 
@@ -356,8 +380,10 @@ class Transport:
         """Log and count what a 429 did to the client: its pause and a lowered rate."""
         pause = self._pacer.paused_for()
         rate = self._pacer.rate
-        if call.trace is not None:
-            call.trace.rate_limited(pause)
+        if self._telemetry is not None:
+            self._telemetry.rate_limited()
+            if call.trace is not None:
+                call.trace.rate_limited(pause)
         if pacing_logger.isEnabledFor(logging.INFO):
             facts = call.facts(status=429, request_id=outcome.request_id, wait=round(pause, 3))
             pacing_logger.info(
@@ -388,7 +414,7 @@ class Transport:
         error = outcome.error
         if error is None:
             self._budget.on_success(call.spent)
-            return None, None
+            return _DONE
         if not outcome.retryable or call.attempt > max_retries:
             return None, error
         wait = outcome.server_wait
@@ -508,9 +534,9 @@ class _Call:
     """One call's state across its attempts: where it is, what it spent, and its deadline."""
 
     __slots__ = (
-        "_loop",
         "attempt",
         "deadline",
+        "loop",
         "max_pause",
         "path",
         "spent",
@@ -535,7 +561,8 @@ class _Call:
         self.timeout = timeout
         self.max_pause = max_pause
         self.deadline = deadline
-        self._loop = loop
+        self.loop = loop
+        #: The loop time the deadline falls at (``None``: the call has none).
         self.until = None if deadline is None else loop.time() + deadline
         self.attempt = 0
         self.spent = 0  # retry budget tokens this call's retries took
@@ -544,7 +571,7 @@ class _Call:
 
     def left(self) -> float | None:
         """Seconds left before the deadline (``None``: the call has none)."""
-        return None if self.until is None else self.until - self._loop.time()
+        return None if self.until is None else self.until - self.loop.time()
 
     def out_of_time(
         self, why: str, *, last_error: HostUpError | None = None
