@@ -22,7 +22,10 @@ def tests(session: nox.Session) -> None:
     install_group(session, "test")
     session.install("-e", ".[cli,redis,otel]")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    # Spread over every core (xdist's workers are measured too: coverage patches subprocess);
+    # a test marked xdist_group shares its worker with the rest of its group.
+    parallel = ["-n", "auto", "--dist", "loadgroup"]
+    session.run("coverage", "run", "-m", "pytest", *parallel, *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report", "--fail-under=90")
 

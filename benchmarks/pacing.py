@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from hostup_async import AttemptEvent, HostUpClient
@@ -100,7 +99,7 @@ class CubicReference:
             self._bucket.take(now)
             return now
 
-    def on_accepted(self, sent_at: float, headers: Mapping[str, str] | None) -> None:
+    def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         self._answer(throttled=False)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:

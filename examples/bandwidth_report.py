@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
 from hostup_async import HostUpClient
+from hostup_async.cli import parse_vmids  # the command line's: 7 100-200 1,2
 from hostup_async.testing import FakeHostUp, Fault
 
 GB = 1e9
@@ -68,15 +69,6 @@ def describe(error: BaseException | None) -> str:
     return f"{type(error).__name__} {code}" if code else type(error).__name__
 
 
-def parse_vmids(items: list[str]) -> list[int]:
-    """Turn ``["7", "100-103"]`` into ``[7, 100, 101, 102, 103]``."""
-    vmids: list[int] = []
-    for item in items:
-        first, _, last = item.partition("-")
-        vmids.extend(range(int(first), int(last or first) + 1))
-    return vmids
-
-
 @contextlib.asynccontextmanager
 async def connect(base_url: str | None) -> AsyncIterator[HostUpClient]:
     """A client for the real API when a key or URL is given, else for a fake fleet on loopback."""
@@ -98,7 +90,7 @@ async def main() -> int:
     parser.add_argument("--hours", type=int, default=24, help="report window (default 24)")
     parser.add_argument("--base-url", help="API root (default: HostUp's)")
     args = parser.parse_args()
-    vmids = parse_vmids(args.vmids or ["1-60"])
+    vmids = [vmid for ids in parse_vmids(args.vmids or ["1-60"]).ranges for vmid in ids]
     async with connect(args.base_url) as client:
         return await bandwidth_report(client, vmids, args.hours)
 

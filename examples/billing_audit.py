@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import TextIO
 
 from hostup_async import BillingCycle, HostUpClient, VMDetails, VMResult
+from hostup_async.cli import parse_vmids  # the command line's: 7 100-200 1,2
 from hostup_async.testing import FakeHostUp
 
 COLUMNS = [
@@ -99,15 +100,6 @@ def write_audit(results: list[VMResult], out: TextIO) -> None:
     )
 
 
-def parse_vmids(items: list[str]) -> list[int]:
-    """Turn ``["7", "100-103"]`` into ``[7, 100, 101, 102, 103]``."""
-    vmids: list[int] = []
-    for item in items:
-        first, _, last = item.partition("-")
-        vmids.extend(range(int(first), int(last or first) + 1))
-    return vmids
-
-
 @contextlib.asynccontextmanager
 async def connect(base_url: str | None) -> AsyncIterator[HostUpClient]:
     """A client for the real API when a key or URL is given, else for a fake fleet on loopback."""
@@ -134,7 +126,8 @@ def main() -> None:
     parser.add_argument("--out", help="CSV file to write (default: stdout)")
     parser.add_argument("--base-url", help="API root (default: HostUp's)")
     args = parser.parse_args()
-    results = asyncio.run(fetch(parse_vmids(args.vmids or ["1-60"]), args.base_url))
+    vmids = [vmid for ids in parse_vmids(args.vmids or ["1-60"]).ranges for vmid in ids]
+    results = asyncio.run(fetch(vmids, args.base_url))
     if args.out is None:
         write_audit(results, sys.stdout)
     else:

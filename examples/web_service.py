@@ -37,6 +37,7 @@ from hostup_async import (
     RateLimitError,
     to_builtins,
 )
+from hostup_async.cli import UsageError, parse_vmids  # the command line's: 7 100-200 1,2
 from hostup_async.testing import FakeHostUp
 
 CLIENT = web.AppKey("client", HostUpClient)
@@ -68,11 +69,13 @@ async def vm_summary(request: web.Request) -> web.Response:
 async def fleet_bandwidth(request: web.Request) -> web.Response:
     """GET /fleet/bandwidth?vmids=1-20,42: per-VM traffic from the usage logs, errors per VM."""
     try:
-        vmids = parse_vmids(request.query.get("vmids", ""))
-    except ValueError:
+        # The command line's parser: ranges stay lazy, so 1-999999999 is counted, not built.
+        asked = parse_vmids([request.query.get("vmids", "")])
+    except UsageError:
         raise web.HTTPBadRequest(text="vmids must look like 1-20,42") from None
-    if not 0 < len(vmids) <= MAX_FLEET:
+    if not 0 < asked.total <= MAX_FLEET:
         raise web.HTTPBadRequest(text=f"ask for 1 to {MAX_FLEET} vmids")
+    vmids = [vmid for ids in asked.ranges for vmid in ids]
     vms = []
     # The client is shared by all requests, so its rate limit covers the whole service.
     async for r in request.app[CLIENT].stream_vms(vmids, ordered=True):
@@ -155,15 +158,6 @@ def make_app(base_url: str | None) -> web.Application:
     app.router.add_get(r"/vms/{vmid:\d+}", vm_summary)
     app.router.add_get("/fleet/bandwidth", fleet_bandwidth)
     return app
-
-
-def parse_vmids(text: str) -> list[int]:
-    """Turn ``"7,100-103"`` into ``[7, 100, 101, 102, 103]``."""
-    vmids: list[int] = []
-    for item in filter(None, text.split(",")):
-        first, _, last = item.partition("-")
-        vmids.extend(range(int(first), int(last or first) + 1))
-    return vmids
 
 
 async def demo(base_url: str | None) -> None:

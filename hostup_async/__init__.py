@@ -1,5 +1,7 @@
 """hostup-async: the asyncio-first Python SDK for HostUp's VPS API."""
 
+import logging
+
 from ._bulk import BulkProgress, VMResult
 from ._client import HostUpClient
 from ._events import AttemptEvent, ClientStats
@@ -38,6 +40,11 @@ from ._models import (
 )
 from ._secret import SecretStr
 from ._version import __version__
+
+# As Python's logging guide asks of libraries: no handler of our own but a NullHandler, so
+# an application that configures no logging gets no SDK lines on stderr from logging's
+# last resort. Configure logging (or a handler on "hostup_async") to see them.
+logging.getLogger("hostup_async").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIError",

@@ -7,7 +7,7 @@ import os
 import ssl
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 
@@ -52,6 +52,52 @@ if TYPE_CHECKING:
 __all__ = ["HostUpClient"]
 
 USER_AGENT = f"hostup-async/{__version__}"
+
+# What to write instead, for the mistakes sync code makes with an async client.
+_NOT_A_WITH = (
+    "HostUpClient is async: write `async with HostUpClient() as client:` inside an "
+    "`async def` (in Jupyter, at top level), or use hostup_async.sync.HostUpClient for `with`"
+)
+_NO_LOOP = (
+    "HostUpClient is async and no event loop is running here: inside an `async def` run by "
+    "asyncio.run(), write `await client.get_vm_details(...)` and `async for r in "
+    "client.stream_vms(...)`; in synchronous code use hostup_async.sync.HostUpClient"
+)
+_OTHER_LOOP = (
+    "this HostUpClient belongs to the event loop it was first used in, and each asyncio.run() "
+    "starts a new one: create the client inside the coroutine that asyncio.run() runs (one "
+    "client per event loop), or use hostup_async.sync.HostUpClient from synchronous code"
+)
+
+
+async def _held_for_the_loop(
+    transport: Transport, session: aiohttp.ClientSession | None, pacer: Pacer
+) -> AsyncGenerator[None, None]:
+    """Hold what the client opened until it is closed, or until its event loop ends.
+
+    An async generator, so the loop itself ends it: ``asyncio.run()`` closes every live one
+    before closing the loop, and one dropped with its client is closed on the loop too. So
+    a client outliving its ``asyncio.run()``, or dropped unclosed (a notebook cell run
+    again), still closes its session on its own loop, and nothing warns of an unclosed one.
+    It holds the parts, not the client, so it never keeps a dropped client alive.
+    """
+    try:
+        yield
+    finally:
+        transport.close()
+        if session is not None:
+            await session.close()
+        await pacer.aclose()
+
+
+def _start(held: AsyncGenerator[None, None]) -> None:
+    """Run ``held`` to its ``yield``, registering it with the running loop, without awaiting."""
+    step = held.asend(None)  # the loop's first-iteration hook sees it here
+    try:
+        step.send(None)
+    except StopIteration:
+        return  # suspended at its yield, as meant
+    raise RuntimeError("_held_for_the_loop awaited before its yield")  # pragma: no cover
 
 
 class HostUpClient:
@@ -185,12 +231,11 @@ class HostUpClient:
                 max_pause=self.max_retry_after,
                 stats=self.stats,
             )
-        self._telemetry = telemetry_for(
-            self.base_url, tracer_provider, meter_provider, self._pacer, self.stats
-        )
+        self._telemetry = telemetry_for(self.base_url, tracer_provider, meter_provider, self.stats)
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: AsyncGenerator[None, None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -207,6 +252,12 @@ class HostUpClient:
             "a HostUpClient cannot be pickled or copied: create one client per process "
             "(or per event loop) from your settings instead"
         )
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(_NOT_A_WITH)
+
+    def __exit__(self, *exc: object) -> None:
+        """Present only so that ``with`` reaches ``__enter__`` and its advice."""
 
     async def __aenter__(self) -> HostUpClient:
         self._open()
@@ -246,24 +297,25 @@ class HostUpClient:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
             return
         self._closed = True
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()  # calls in flight, or waiting to retry, end with ClientClosedError
-        session, self._session = self._session, None
-        if session is not None and session is not self._user_session:
-            await session.close()
-        await self._pacer.aclose()
+        self._transport = self._session = None
+        held, self._held = self._held, None
+        if held is not None:
+            # Closes the transport (calls in flight, or waiting to retry, end with
+            # ClientClosedError), our own session, and the pacer; at once if the loop ended.
+            await held.aclose()
+        else:
+            await self._pacer.aclose()
 
     def _open(self) -> Transport:
         """Return the transport, opening the session in the running loop on first use."""
         if self._closed:
             raise ClientClosedError("this HostUpClient is closed; create a new one")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(_NO_LOOP) from None
         if self._loop is not loop and self._loop is not None:
-            raise RuntimeError(
-                "this HostUpClient belongs to the event loop it was first used in; "
-                "create one client per event loop"
-            )
+            raise RuntimeError(_OTHER_LOOP)
         if self._transport is None:
             self._loop = loop
             session = self._user_session
@@ -309,6 +361,9 @@ class HostUpClient:
                 max_body_size=self.max_body_size,
                 telemetry=self._telemetry,
             )
+            owned = session if session is not self._user_session else None
+            self._held = _held_for_the_loop(self._transport, owned, self._pacer)
+            _start(self._held)
         return self._transport
 
     def _call_options(

@@ -1,4 +1,10 @@
-"""Defaults and tuning values, in one place so they are easy to find and document."""
+"""Defaults users can change and the tuning values the docs describe, listed together.
+
+Every value here is a default of a public setting or a figure the docs quote. Limits that
+are part of one module's own mechanics (the read chunk, a decoder's depth limit, a pacer's
+refresh interval) are named constants at the top of that module, next to the code whose
+behaviour they shape.
+"""
 
 from __future__ import annotations
 

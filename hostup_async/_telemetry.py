@@ -15,6 +15,7 @@ class names and timings are.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
     from ._events import ClientStats
     from ._http.answer import Outcome
-    from ._pacing import Pacer
 
 try:
     from opentelemetry import context as _context
@@ -42,6 +42,8 @@ __all__ = ["CallTrace", "Telemetry", "telemetry_for"]
 _SCOPE = "hostup_async"
 # OpenTelemetry's advisory buckets for http.client.request.duration, in seconds.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+# How often the rate gauge's value is refreshed, in seconds: the rate changes smoothly.
+_RATE_EVERY = 0.1
 # Distinct (status, error.type) attribute sets kept built; past this they are built per use.
 _KEPT = 64
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -56,7 +58,6 @@ def telemetry_for(
     base_url: str,
     tracer_provider: TracerProvider | None,
     meter_provider: MeterProvider | None,
-    pacer: Pacer,
     stats: ClientStats,
 ) -> Telemetry | None:
     """Return the client's telemetry, or ``None`` when ``opentelemetry-api`` is absent.
@@ -66,7 +67,7 @@ def telemetry_for(
     """
     if _trace is None:
         return None
-    return Telemetry(base_url, tracer_provider, meter_provider, pacer, stats)
+    return Telemetry(base_url, tracer_provider, meter_provider, stats)
 
 
 class Telemetry:
@@ -77,7 +78,6 @@ class Telemetry:
         base_url: str,
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
-        pacer: Pacer,
         stats: ClientStats,
     ) -> None:
         from yarl import URL
@@ -114,7 +114,12 @@ class Telemetry:
             description="Attempts retried, by the error.type of the attempt that failed.",
         )
         self._ended: dict[tuple[int | None, str | None], dict[str, Any]] = {}
-        source = _Source(pacer, stats, self.server)
+        #: The client's rate as last seen on its event loop (the gauge's value: the
+        #: exporter reads it from its own thread, where the pacer's clock cannot run).
+        self.rate: float | None = None
+        #: When (pacer time) the rate is next worth reading: it changes smoothly.
+        self.rate_due = -math.inf
+        source = _Source(self, stats, self.server)
         meter.create_observable_gauge(
             "hostup.client.rate",
             callbacks=[source.rate],
@@ -127,6 +132,11 @@ class Telemetry:
             unit="s",
             description="Seconds a client with shared_limit paced alone because Redis was away.",
         )
+
+    def saw_rate(self, now: float, rate: float | None) -> None:
+        """Note the client's rate at ``now`` (pacer time), for the gauge."""
+        self.rate_due = now + _RATE_EVERY
+        self.rate = rate
 
     def start_call(self, operation: str, vmid: int | None) -> CallTrace | None:
         """Start the INTERNAL span of one SDK call; ``None`` when no SDK records it."""
@@ -237,17 +247,17 @@ def _safe_text(error: BaseException) -> str:
 class _Source:
     """What the observable instruments read, held weakly so a closed client can go."""
 
-    __slots__ = ("_pacer", "_server", "_stats")
+    __slots__ = ("_server", "_stats", "_telemetry")
 
-    def __init__(self, pacer: Pacer, stats: ClientStats, server: dict[str, Any]) -> None:
-        self._pacer = weakref.ref(pacer)
+    def __init__(self, telemetry: Telemetry, stats: ClientStats, server: dict[str, Any]) -> None:
+        self._telemetry = weakref.ref(telemetry)
         self._stats = weakref.ref(stats)
         self._server = {k: v for k, v in server.items() if k != "http.request.method"}
 
     def rate(self, options: CallbackOptions) -> Iterable[Observation]:
         """The client's current rate, when it has one."""
-        pacer = self._pacer()
-        rate = pacer.rate if pacer is not None else None
+        telemetry = self._telemetry()
+        rate = telemetry.rate if telemetry is not None else None
         return [] if rate is None else [_metrics.Observation(rate, self._server)]
 
     def fallback(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import importlib.util
 import logging
+import random
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -18,13 +20,16 @@ import aiohttp
 import msgspec
 import pytest
 
-from hostup_async import HostUpClient
+from hostup_async import Backoff, HostUpClient
 from hostup_async.testing import FakeHostUp
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 API_KEY = "test-key-5f1c9a"
+#: For clients that retry against the fake server: a retry waits milliseconds, not seconds
+#: (a test of the backoff itself uses its own).
+QUICK_BACKOFF = Backoff(base=0.001, cap=0.01)
 # Where the fake server's own tasks (request handlers, the accept loop) run their code: the
 # fake shares the test's event loop, and its tasks are not the client's.
 _SERVER_SIDE = ("aiohttp/web_", "asyncio/selector_events")
@@ -101,7 +106,9 @@ async def fake() -> AsyncIterator[FakeHostUp]:
 
 @pytest.fixture
 async def client(fake: FakeHostUp) -> AsyncIterator[HostUpClient]:
-    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as c:
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=None, backoff=QUICK_BACKOFF
+    ) as c:
         yield c
 
 
@@ -127,12 +134,37 @@ def redis_server_binary() -> str:
     )
 
 
+# Ports a test hands to a server it starts. Below the kernel's ephemeral range (Linux
+# 32768-60999, IANA/macOS 49152-65535), which bind(0) and every outgoing connection on the
+# machine draw from: a port taken from there and released can be handed to someone else
+# before the server binds it, while one down here is only ever taken by a process that
+# asks for that number. Random, so parallel workers (and parallel runs) rarely ask twice.
+_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    """Return a loopback TCP port nobody listens on right now."""
+    """Return a loopback TCP port nobody listens on now, that the kernel does not hand out."""
+    for _ in range(100):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: pick another
+            return port
+    pytest.fail("no free loopback port in 100 tries")
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """Yield a loopback port that refuses connections for as long as the block lasts.
+
+    The port stays bound (not listening) meanwhile, so no other test can start a server
+    on it: a connection attempt is refused however many tests run in parallel.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        yield int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -203,8 +235,9 @@ async def scores(redis: Redis, key: str) -> list[float]:
     return sorted(score for _, score in rows)
 
 
-def most_in_one_second(times: list[float]) -> int:
-    """The most of ``times`` (sorted) in any 1-s window."""
+def most_in_one_second(times: Iterable[float]) -> int:
+    """The most of ``times`` (in any order) in any half-open 1-s window ``[t, t + 1)``."""
+    times = sorted(times)
     most, start = 0, 0
     for end, t in enumerate(times):
         while t - times[start] >= 1.0:

@@ -1,48 +1,96 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from hostup_async import HostUpClient
-from hostup_async.cli import _percentile, parse_vmids
+from hostup_async._constants import API_KEY_ENV, BASE_URL_ENV, SHARED_LIMIT_ENV
+from hostup_async.cli import _percentile, main, parse_vmids
 from hostup_async.testing import FakeHostUp
 
-from .conftest import API_KEY, api_data
+from .conftest import API_KEY, api_data, free_port
+
+_ENV = (API_KEY_ENV, BASE_URL_ENV, SHARED_LIMIT_ENV, "HOSTUP_ASYNC_NO_RICH")
 
 
-def cli_env(key: str | None = API_KEY) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if k != "HOSTUP_API_KEY"}
+def cli_env(
+    key: str | None = API_KEY, env: Mapping[str, str | None] | None = None
+) -> dict[str, str]:
+    """This process's environment as a CLI run sees it: the key (or none), ``env`` on top.
+
+    A ``None`` in ``env`` leaves that variable out.
+    """
+    environ = {k: v for k, v in os.environ.items() if k not in _ENV}
     if key is not None:
-        environ["HOSTUP_API_KEY"] = key
+        environ[API_KEY_ENV] = key
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
     return environ
 
 
 async def run_cli(
-    *args: str, key: str | None = API_KEY, stdin: bytes = b"", env: dict[str, str] | None = None
+    *args: str,
+    key: str | None = API_KEY,
+    stdin: bytes = b"",
+    env: Mapping[str, str | None] | None = None,
 ) -> tuple[int, str, str]:
-    environ = cli_env(key)
-    environ.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hostup_async",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
+    """Run ``hostup-async ARGS`` in this process; return its exit code, stdout and stderr.
+
+    ``main(argv)`` on a thread of its own (it runs its own event loop, beside the test's
+    fake server), with the environment, stdin, stdout and stderr a shell would give it.
+    """
+    return await asyncio.to_thread(_main, list(args), cli_env(key, env), stdin.decode())
+
+
+def _main(argv: list[str], environ: dict[str, str], stdin: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.copy()
+    os.environ.clear()
+    os.environ.update(environ)
+    real_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's own exits: usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else -1  # -1: not an exit code
+    finally:
+        sys.stdin = real_stdin
+        os.environ.clear()
+        os.environ.update(saved)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def spawn_cli(
+    *args: str,
+    key: str | None = API_KEY,
+    env: Mapping[str, str | None] | None = None,
+    **stdio: Any,
+) -> asyncio.subprocess.Process:
+    """Start ``python -m hostup_async ARGS`` as a real process (pipes, terminals, signals).
+
+    ``stdio`` are ``stdin``, ``stdout``, ``stderr`` and other keywords of
+    ``create_subprocess_exec``; streams default to pipes.
+    """
+    for name in ("stdin", "stdout", "stderr"):
+        stdio.setdefault(name, asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hostup_async", *args, env=cli_env(key, env), **stdio
     )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def assert_no_secrets(*texts: str, vmids: Sequence[int] = ()) -> None:
@@ -221,19 +269,8 @@ async def test_out_file_is_left_alone_when_settings_are_bad(
 
 async def test_closed_stdout_stops_quietly_with_141(fake: FakeHostUp) -> None:
     read_end, write_end = os.pipe()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hostup_async",
-        "fetch",
-        "1-500",
-        "--rate",
-        "0",
-        "--base-url",
-        fake.url,
-        stdout=write_end,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_env(),
+    proc = await spawn_cli(
+        "fetch", "1-500", "--rate", "0", "--base-url", fake.url, stdout=write_end
     )
     os.close(write_end)
     try:
@@ -317,21 +354,8 @@ async def test_demo_runs_offline_and_summarises() -> None:
 
 
 async def test_serve_fake_serves_the_api() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hostup_async",
-        "serve-fake",
-        "--port",
-        str(port),
-        "--api-key",
-        "k1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    port = free_port()
+    proc = await spawn_cli("serve-fake", "--port", str(port), "--api-key", "k1", key=None)
     try:
         assert proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
@@ -342,6 +366,18 @@ async def test_serve_fake_serves_the_api() -> None:
         if proc.returncode is None:
             proc.terminate()
         await proc.communicate()
+
+
+async def test_the_command_runs_as_a_process_with_its_exit_code_and_streams(
+    fake: FakeHostUp,
+) -> None:
+    # Every other test calls main() in-process: this one runs `python -m hostup_async`.
+    proc = await spawn_cli("fetch", "1", "404", "--base-url", fake.url)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1
+    assert sorted(msgspec.json.decode(x)["vmid"] for x in out.splitlines()) == [1, 404]
+    assert b"1 ok, 1 failed (NotFoundError 1)" in err
+    assert_no_secrets(out.decode(), err.decode(), vmids=[1])
 
 
 def test_parse_vmids_expands_ranges_lazily() -> None:
@@ -377,21 +413,8 @@ async def test_progress_bar_on_a_terminal_stderr(fake: FakeHostUp, rich: bool) -
     import pty
 
     master, slave = pty.openpty()
-    environ = {**os.environ, "HOSTUP_API_KEY": API_KEY, "COLUMNS": "120"}
-    if not rich:
-        environ["HOSTUP_ASYNC_NO_RICH"] = "1"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hostup_async",
-        "fetch",
-        "1-30",
-        "--base-url",
-        fake.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=slave,
-        env=environ,
-    )
+    environ = {"COLUMNS": "120"} | ({} if rich else {"HOSTUP_ASYNC_NO_RICH": "1"})
+    proc = await spawn_cli("fetch", "1-30", "--base-url", fake.url, stderr=slave, env=environ)
     os.close(slave)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     err = b""

@@ -8,9 +8,7 @@ import os
 import pty
 import re
 import signal
-import socket
 import struct
-import sys
 import termios
 import threading
 from collections.abc import Sequence
@@ -19,10 +17,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from hostup_async.cli import UsageError, parse_vmids
+from hostup_async.cli.vmids import VMIDSyntaxError, parse_one
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY
-from .test_cli import assert_no_secrets, run_cli
+from .conftest import API_KEY, closed_port
+from .test_cli import assert_no_secrets, run_cli, spawn_cli
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -46,18 +46,12 @@ class Terminal:
         # PYTHONUNBUFFERED (set on some CI machines) makes stdout's text layer write to the
         # raw file, and CPython drops the rest of a line when a signal cuts the kernel's
         # write short: a user's terminal has the default, buffered stdout.
-        dropped = ("COLUMNS", "LINES", "PYTHONUNBUFFERED")
-        environ = {k: v for k, v in os.environ.items() if k not in dropped}
-        environ["HOSTUP_API_KEY"] = API_KEY
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hostup_async",
+        proc = await spawn_cli(
             *self.args,
+            env=dict.fromkeys(("COLUMNS", "LINES", "PYTHONUNBUFFERED")),
             stdin=slave,
             stdout=slave if self.stdout_on_terminal else asyncio.subprocess.PIPE,
             stderr=slave,
-            env=environ,
             start_new_session=True,  # its own process group, as a shell's foreground job
         )
         os.close(slave)
@@ -164,16 +158,11 @@ async def test_ctrl_c_stops_with_a_summary_of_how_far_it_got() -> None:
 # -- failing fast on a wrong URL ----------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("command", [("fetch", "1-300"), ("details", "5")])
 async def test_nothing_listening_exits_2_naming_the_url(command: Sequence[str]) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/api"
-    code, out, err = await run_cli(*command, "--base-url", url)
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}/api"
+        code, out, err = await run_cli(*command, "--base-url", url)
     assert code == 2
     assert out == ""
     assert err == (
@@ -183,10 +172,13 @@ async def test_nothing_listening_exits_2_naming_the_url(command: Sequence[str]) 
 
 
 async def test_a_dead_url_stops_at_the_first_attempts_not_after_every_retry() -> None:
-    url = f"http://127.0.0.1:{closed_port()}/api"
-    code, out, err = await run_cli(
-        "fetch", "1-300", "--rate", "0", "--max-retries", "5", "-v", "--base-url", url
-    )
+    # A process of its own: -v configures logging, which is the process's, not the test's.
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}/api"
+        args = ("fetch", "1-300", "--rate", "0", "--max-retries", "5", "-v", "--base-url", url)
+        proc = await spawn_cli(*args)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    code, out, err = proc.returncode, stdout.decode(), stderr.decode()
     assert code == 2 and out == ""
     assert err.endswith(
         f"cannot connect to {url}: check --base-url (or $HOSTUP_BASE_URL) and that the server is up\n"
@@ -220,15 +212,16 @@ async def test_missing_vms_on_a_real_api_are_failures_not_a_wrong_url(fake: Fake
 # -- options -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("option", "default"),
-    [("--rate R", "10"), ("--concurrency N", "10"), ("--timeout SECONDS", "30")],
-)
-async def test_help_shows_the_defaults(option: str, default: str) -> None:
+async def test_help_shows_the_defaults() -> None:
     code, out, _ = await run_cli("fetch", "--help", key=None)
     assert code == 0
     flat = " ".join(out.split())
-    assert re.search(rf"{re.escape(option)} .*?default: {default}\b", flat), flat
+    for option, default in [
+        ("--rate R", "10"),
+        ("--concurrency N", "10"),
+        ("--timeout SECONDS", "30"),
+    ]:
+        assert re.search(rf"{re.escape(option)} .*?default: {default}\b", flat), (option, flat)
 
 
 async def test_a_wrong_option_points_at_the_commands_help(fake: FakeHostUp) -> None:
@@ -260,7 +253,10 @@ async def test_max_retries_and_timeout_reach_the_client(fake: FakeHostUp) -> Non
 
 
 async def test_verbose_logs_every_attempt_to_stderr(fake: FakeHostUp) -> None:
-    code, out, err = await run_cli("fetch", "1-2", "-v", "--base-url", fake.url)
+    # A process of its own: -v configures logging, which is the process's, not the test's.
+    proc = await spawn_cli("fetch", "1-2", "-v", "--base-url", fake.url)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    code, out, err = proc.returncode, stdout.decode(), stderr.decode()
     assert code == 0 and len(out.splitlines()) == 2
     assert re.search(r"GET /vm/1/details -> 200", err), err
     assert_no_secrets(out, err, vmids=[1, 2])
@@ -303,16 +299,28 @@ async def test_csv_and_table_formats(fake: FakeHostUp, tmp_path: Path) -> None:
         ("5-2", "range '5-2' runs backwards: write 2-5"),
     ],
 )
+def test_vmids_are_ascii_ids_and_ranges_only(vmids: str, message: str) -> None:
+    # `fetch` reads lists and ranges, `details` one vmid: the same grammar, the same words.
+    with pytest.raises(UsageError) as listed:
+        parse_vmids([vmids])
+    assert message in str(listed.value) and "\n" not in str(listed.value)
+    with pytest.raises(VMIDSyntaxError) as single:
+        parse_one(vmids)
+    assert message in str(single.value)
+    with pytest.raises(VMIDSyntaxError, match="expected one vmid, got '1-3'"):
+        parse_one("1-3")
+
+
 @pytest.mark.parametrize("command", ["fetch", "details"])
-async def test_vmids_are_ascii_ids_and_ranges_only(
-    fake: FakeHostUp, command: str, vmids: str, message: str
+async def test_a_bad_vmid_is_a_one_line_usage_error_before_any_request(
+    fake: FakeHostUp, command: str
 ) -> None:
-    if command == "details" and "-" in vmids:
-        message = "expected one vmid" if vmids != "5-2" else message
-    code, out, err = await run_cli(command, vmids, "--base-url", fake.url)
+    code, out, err = await run_cli(command, "1_000", "--base-url", fake.url)
     assert code == 2 and out == ""
-    assert err.startswith("hostup-async: error: ") and message in err, err
-    assert len(err.splitlines()) == 1
+    assert err == (
+        "hostup-async: error: not a vmid or range: '1_000': "
+        "use ids such as 7 and ranges such as 100-200, separated by commas\n"
+    )
     assert fake.stats.requests == 0
 
 

@@ -1,9 +1,12 @@
 """The documentation stays true: its code runs, its tables and reference cover the public API.
 
-Every ```python block in docs/*.md compiles; every block not marked ``<!-- no-run ... -->``
-runs, page by page in a fresh process, against the fake server (with ``client``, ``fake`` and
-``vmids`` predefined, top-level ``await`` allowed, blocks of a page sharing one namespace as a
-reader's would). Docstring examples are run with doctest.
+Every ```python block in docs/*.md compiles, and every block not marked ``<!-- no-run ... -->``
+runs as a reader would run it: a complete block as ``python file.py``, a block starting
+``# continued`` appended to the block before it, a block with top-level ``await`` as
+``python -m asyncio`` (or Jupyter) runs it, and a block of ``test_`` functions with pytest.
+All of them run against ``hostup-async serve-fake`` with ``HOSTUP_API_KEY`` and
+``HOSTUP_BASE_URL`` set, so the copy-paste pages carry no hidden set-up. Docstring examples
+are run with doctest.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import doctest
 import importlib
 import importlib.util
 import inspect
-import json
+import itertools
 import os
 import pkgutil
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 FENCE = re.compile(r"^(?P<marker><!-- no-run[^>]*-->\n)?```python\n(?P<code>.*?)^```$", re.M | re.S)
+CONTINUED = "# continued"
+# The pages a newcomer copies from: every block on them runs, none is no-run.
+COPY_PASTE_PAGES = {
+    "docs/getting-started.md",
+    "docs/bulk.md",
+    "docs/retries.md",
+    "docs/errors.md",
+    "docs/testing.md",
+    "docs/scripts-and-notebooks.md",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,10 @@ class Block:
     @property
     def where(self) -> str:
         return f"{self.page}:{self.line}"
+
+    @property
+    def continued(self) -> bool:
+        return self.code.startswith(CONTINUED)
 
 
 def blocks(page: Path) -> list[Block]:
@@ -64,6 +82,37 @@ def blocks(page: Path) -> list[Block]:
 ALL_BLOCKS = [b for page in PAGES for b in blocks(page)]
 
 
+@dataclass(frozen=True)
+class Script:
+    """What a reader runs: a complete block, with the blocks that continue it."""
+
+    where: str
+    code: str
+
+    @property
+    def how(self) -> str:
+        """``python``, ``asyncio`` (top-level await, as in Jupyter) or ``pytest``."""
+        if re.search(r"^(async )?def test_", self.code, re.M):
+            return "pytest"
+        try:
+            compile(self.code, self.where, "exec")
+        except SyntaxError:
+            return "asyncio"  # test_every_block_compiles shows it compiles with await
+        return "python"
+
+
+def scripts(page: str) -> list[Script]:
+    found: list[Script] = []
+    for block in (b for b in ALL_BLOCKS if b.page == page and b.run):
+        if block.continued:
+            assert found, f"{block.where}: continues no block before it"
+            last = found.pop()
+            found.append(Script(last.where, last.code + "\n" + block.code))
+        else:
+            found.append(Script(block.where, block.code))
+    return found
+
+
 def test_the_docs_have_code() -> None:
     assert len(ALL_BLOCKS) >= 20
     assert sum(b.run for b in ALL_BLOCKS) >= 15
@@ -74,53 +123,85 @@ def test_every_block_compiles(block: Block) -> None:
     compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
-# Runs the blocks of one page in order, in one namespace, against a fake server.
-HARNESS = """
-import ast, asyncio, inspect, json, sys, traceback
-from hostup_async import HostUpClient
-from hostup_async.testing import FakeHostUp
+def test_copy_paste_pages_run_every_block() -> None:
+    pages = {b.page for b in ALL_BLOCKS}
+    assert pages >= COPY_PASTE_PAGES
+    assert not [b.where for b in ALL_BLOCKS if b.page in COPY_PASTE_PAGES and not b.run]
+
+
+def test_a_continued_block_follows_a_runnable_one() -> None:
+    for page in {b.page for b in ALL_BLOCKS}:
+        runnable = [b for b in ALL_BLOCKS if b.page == page]
+        for before, block in itertools.pairwise(runnable):
+            if block.continued:
+                assert before.run and block.run, block.where
+        assert not (runnable and runnable[0].continued), runnable[0].where
+
+
+# Runs a block with top-level await as `python -m asyncio` and Jupyter do.
+TOP_LEVEL_AWAIT = """
+import ast, asyncio, inspect, sys
+code = compile(sys.stdin.read(), sys.argv[1], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 async def main():
-    blocks = json.load(sys.stdin)
-    async with FakeHostUp(api_key="docs-key", forbidden={7, 403}, missing={42, 404}) as fake:
-        async with HostUpClient("docs-key", base_url=fake.url, rate_limit=None) as client:
-            ns = {"__name__": "__docs__", "asyncio": asyncio, "client": client, "fake": fake,
-                  "vmids": [1, 2, 3, 7, 42]}
-            for where, code in blocks:
-                try:
-                    compiled = compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                    result = eval(compiled, ns)
-                    if inspect.iscoroutine(result):
-                        await result
-                except BaseException:
-                    print(f"FAILED {where}\\n{traceback.format_exc()}", file=sys.stderr)
-                    return 1
-    return 0
+    result = eval(code, {"__name__": "__main__"})
+    if inspect.iscoroutine(result):
+        await result
 
-sys.exit(asyncio.run(main()))
+asyncio.run(main())
 """
 
-RUNNABLE_PAGES = sorted({b.page for b in ALL_BLOCKS if b.run})
+
+@pytest.fixture(scope="module")
+def serve_fake() -> Iterator[str]:
+    """``hostup-async serve-fake`` on a free port, as the getting-started page runs it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hostup_async", "serve-fake", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        found = re.search(r"(http://\S+/api)", banner)
+        assert found, banner
+        yield found[1]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("page", RUNNABLE_PAGES)
-def test_page_code_runs_against_the_fake_server(page: str) -> None:
-    runnable = [(b.where, b.code) for b in ALL_BLOCKS if b.page == page and b.run]
-    for where, code in runnable:
-        # A nested event loop cannot start inside the harness: mark such blocks no-run.
-        assert "asyncio.run(" not in code, f"{where}: mark it <!-- no-run: why -->"
-    env = {k: v for k, v in os.environ.items() if k != "HOSTUP_API_KEY"}  # no real calls
-    result = subprocess.run(
-        [sys.executable, "-c", HARNESS],
-        input=json.dumps(runnable),
+ALL_SCRIPTS = [script for page in sorted({b.page for b in ALL_BLOCKS}) for script in scripts(page)]
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS, ids=lambda s: s.where)
+def test_docs_code_runs_against_serve_fake(script: Script, serve_fake: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTUP_")}
+    env |= {"HOSTUP_API_KEY": "test-key", "HOSTUP_BASE_URL": serve_fake}
+    stdin = None
+    if script.how == "pytest":
+        path = tmp_path / "test_docs_block.py"
+        path.write_text(script.code, encoding="utf-8")
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
+    elif script.how == "asyncio":
+        command = [sys.executable, "-W", "error", "-c", TOP_LEVEL_AWAIT, script.where]
+        stdin = script.code
+    else:
+        command = [sys.executable, "-W", "error", "-c", script.code]
+    done = subprocess.run(
+        command,
+        input=stdin,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
         env=env,
-        cwd=ROOT,
+        cwd=tmp_path,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert done.returncode == 0, f"{script.how}:\n{done.stdout}{done.stderr}"
+    if script.how != "pytest":
+        assert done.stderr == "" or "logging" in script.code, done.stderr  # no warning
 
 
 def test_no_run_blocks_say_why() -> None:

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import pytest
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -174,13 +173,6 @@ def test_web_service_demo() -> None:
     assert '"kind": "PermissionDeniedError"' in out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
@@ -220,6 +212,7 @@ def test_web_service_serves_until_interrupted() -> None:
         assert '"hostname": "vm10.example.net"' in body
         assert get(base + "/vms/0")[0] == 400  # InvalidVMIDError, raised before any request
         assert get(base + "/fleet/bandwidth?vmids=x")[0] == 400
+        assert get(base + "/fleet/bandwidth?vmids=1-999999999")[0] == 400  # counted, not built
         status, body = get(base + "/fleet/bandwidth?vmids=1-2")
         assert status == 200
         assert body.count('"sent"') == 2

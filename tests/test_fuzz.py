@@ -6,6 +6,7 @@ Whatever arrives, only ``HostUpError`` subclasses may escape.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -14,15 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hostup_async import (
+    APIError,
     DecodeError,
     HostUpClient,
     HostUpError,
     decode_billing_cycle,
     decode_vm_details,
 )
+from hostup_async._exceptions import error_for_status
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import api_data
+from .conftest import API_KEY, api_data
 
 FUZZ = settings(max_examples=150, deadline=None)
 FUZZ_HTTP = settings(
@@ -168,7 +171,6 @@ short_waits = st.sampled_from(["0", "0.001", "0.01", "-1", "Wed, 21 Oct 2015 07:
 )
 async def test_client_raises_only_hostup_errors_whatever_the_server_sends(
     fake: FakeHostUp,
-    client: HostUpClient,
     body: bytes,
     status: int,
     retry_after: str | None,
@@ -180,7 +182,32 @@ async def test_client_raises_only_hostup_errors_whatever_the_server_sends(
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
     fake.inject(Fault.custom(body, status=status, headers=headers), vmid=7)
     fake.inject(Fault.custom(body, status=status, headers=headers), vmid=8)
-    with contextlib.suppress(HostUpError):
-        await client.get_vm_details(7, usage_log=usage_log, max_retries=0)
-    with contextlib.suppress(HostUpError):
-        await client.get_billing_cycle(8, max_retries=0)
+    # A client per example: a 429 slows its client's pace for a while, which would carry
+    # into the examples after it (they would only be slower).
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=None) as client:
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: client.get_vm_details(7, usage_log=usage_log, max_retries=0),
+            lambda: client.get_billing_cycle(8, max_retries=0),
+        ]
+        for call in calls:
+            asked = fake.stats.requests
+            error = await _error_of(call())
+            # The server was asked, once: nothing failed before the request (a closed
+            # client, a setting) or at the transport, and max_retries=0 was kept.
+            assert fake.stats.requests == asked + 1
+            if 200 <= status < 300:
+                # Decoded, or refused as what it is: a body off the schema, or success: false.
+                assert error is None or type(error) in (DecodeError, APIError), repr(error)
+            else:
+                # Never taken for data: the error of that very status, whatever the body says.
+                assert type(error) is error_for_status(status), repr(error)
+                assert isinstance(error, APIError) and error.status == status
+
+
+async def _error_of(call: Awaitable[object]) -> APIError | DecodeError | None:
+    """The error a call ends with (only an answer's errors are caught), or None."""
+    try:
+        await call
+    except (APIError, DecodeError) as exc:
+        return exc
+    return None

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import os
 import pickle
 import shutil
 import ssl
@@ -48,6 +47,8 @@ from hostup_async import (
     to_builtins,
 )
 from hostup_async.testing._data import usage_log_json, vm_data
+
+from .test_cli import run_cli
 
 KEY = "hostile-key-7Qx2/Lm9"  # with a "/": PHP writes it as "\/" inside JSON strings
 MIB = 1024 * 1024
@@ -471,7 +472,7 @@ async def test_workers_never_outnumber_the_items_pulled(hostile: Hostile) -> Non
 
 async def test_absurd_cli_options_are_one_line_usage_errors(hostile: Hostile) -> None:
     for option in (["--concurrency", "1000000000"], ["--rate", "1e-320"]):
-        code, out, err = await _cli("fetch", "1-3", "--base-url", hostile.url, *option)
+        code, out, err = await run_cli("fetch", "1-3", "--base-url", hostile.url, *option, key=KEY)
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert hostile.seen == []
@@ -480,33 +481,17 @@ async def test_absurd_cli_options_are_one_line_usage_errors(hostile: Hostile) ->
 # -- the key in the CLI ------------------------------------------------------------------------
 
 
-async def _cli(*args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "HOSTUP_API_KEY": KEY}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hostup_async",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_the_cli_never_prints_an_echoed_key(hostile: Hostile) -> None:
     hostile.handlers[5] = CASES["401 whose code, message and requestId are the key"][0]
     hostile.handlers[6] = CASES["a 200 whose data echoes the key"][0]
     hostile.handlers[8] = answer(ok_body(8, pricing={"addons": msgspec.json.decode(nested(900))}))
-    code, out, err = await _cli("details", "5", "--base-url", hostile.url)
+    code, out, err = await run_cli("details", "5", "--base-url", hostile.url, key=KEY)
     assert code == 2 and "401" in err, err
     assert KEY not in out + err
-    code, out, err = await _cli("fetch", "6,8", "--base-url", hostile.url, "--quiet")
+    code, out, err = await run_cli("fetch", "6,8", "--base-url", hostile.url, "--quiet", key=KEY)
     assert code == 0, err
     assert KEY not in out + err and "Traceback" not in err
-    code, out, err = await _cli("details", "8", "--base-url", hostile.url)
+    code, out, err = await run_cli("details", "8", "--base-url", hostile.url, key=KEY)
     assert code == 0 and "addons" in out, err
 
 

@@ -21,7 +21,7 @@ from hostup_async import (
     TransportError,
 )
 from hostup_async._http.hints import parse_retry_after
-from hostup_async._http.retry import pause_spread
+from hostup_async._pacing.pause import pause_spread
 from hostup_async.testing import FakeHostUp, Fault
 
 from .conftest import API_KEY

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import date
 
 import aiohttp
@@ -20,7 +19,7 @@ from hostup_async import (
 )
 from hostup_async.testing import FakeHostUp
 
-from .conftest import API_KEY
+from .conftest import API_KEY, closed_port
 from .typed_user_code import csv_report, json_answer
 
 
@@ -123,19 +122,17 @@ async def test_trust_env_sends_requests_through_the_environments_proxy(
     # The "proxy" is a fake HostUp on loopback: a forward proxy gets the same request line
     # with the full URL, and this one answers it itself. The API's own address has nothing
     # listening, so only a request through the proxy can succeed.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    async with FakeHostUp(api_key=API_KEY) as proxy:
-        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/api"))
-        api = f"http://127.0.0.1:{closed}/api"
-        async with HostUpClient(API_KEY, base_url=api, trust_env=True, max_retries=0) as client:
-            vm = await client.get_vm_details(6, usage_log=False)
-        assert vm.hostname == "vm6.example.net"
-        assert proxy.stats.requests == 1
-        async with HostUpClient(API_KEY, base_url=api, max_retries=0) as client:
-            with pytest.raises(TransportError, match="GET /vm/6/details failed"):
-                await client.get_vm_details(6, usage_log=False)
-        assert proxy.stats.requests == 1  # without trust_env the variable is ignored
+    with closed_port() as closed:
+        async with FakeHostUp(api_key=API_KEY) as proxy:
+            for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/api"))
+            api = f"http://127.0.0.1:{closed}/api"
+            async with HostUpClient(API_KEY, base_url=api, trust_env=True, max_retries=0) as client:
+                vm = await client.get_vm_details(6, usage_log=False)
+            assert vm.hostname == "vm6.example.net"
+            assert proxy.stats.requests == 1
+            async with HostUpClient(API_KEY, base_url=api, max_retries=0) as client:
+                with pytest.raises(TransportError, match="GET /vm/6/details failed"):
+                    await client.get_vm_details(6, usage_log=False)
+            assert proxy.stats.requests == 1  # without trust_env the variable is ignored

@@ -9,12 +9,10 @@ from collections.abc import Callable
 from .._constants import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    PAUSE_JITTER,
-    PAUSE_JITTER_CAP,
     RETRYABLE_STATUSES,
 )
 
-__all__ = ["Backoff", "RetryBudget", "pause_spread", "retryable_status"]
+__all__ = ["Backoff", "RetryBudget", "retryable_status"]
 
 
 class Backoff:
@@ -59,15 +57,6 @@ class Backoff:
 
     def __repr__(self) -> str:
         return f"Backoff(base={self.base!r}, cap={self.cap!r})"
-
-
-def pause_spread(pause: float) -> float:
-    """Return how far past a client-wide pause of ``pause`` seconds its waiters spread out.
-
-    Each request held by the pause wakes at the pause's end plus a uniform share of this,
-    never earlier, so they do not all hit the server at the same instant.
-    """
-    return min(PAUSE_JITTER_CAP, max(pause, 0.0) * PAUSE_JITTER)
 
 
 def retryable_status(status: int) -> bool:

@@ -32,9 +32,10 @@ from .._exceptions import (
     TransportError,
 )
 from .._pacing import Pacer, PauseTooLong
+from .._pacing.pause import pause_spread
 from .._secret import Redactor
 from .answer import Answer, Outcome, read_body, settle
-from .retry import Backoff, RetryBudget, pause_spread
+from .retry import Backoff, RetryBudget
 
 if TYPE_CHECKING:
     from .._telemetry import CallTrace, Telemetry
@@ -375,6 +376,9 @@ class Transport:
             self._paced(call, outcome, before)
         elif outcome.status is not None:
             pacer.on_accepted(outcome.sent_at, outcome.quota_wait)
+            telemetry = self._telemetry
+            if telemetry is not None and outcome.sent_at >= telemetry.rate_due:
+                telemetry.saw_rate(outcome.sent_at, pacer.rate)
 
     def _paced(self, call: _Call, outcome: Outcome[T], before: float | None) -> None:
         """Log and count what a 429 did to the client: its pause and a lowered rate."""
@@ -382,6 +386,7 @@ class Transport:
         rate = self._pacer.rate
         if self._telemetry is not None:
             self._telemetry.rate_limited()
+            self._telemetry.saw_rate(outcome.sent_at, rate)
             if call.trace is not None:
                 call.trace.rate_limited(pause)
         if pacing_logger.isEnabledFor(logging.INFO):

@@ -36,8 +36,9 @@ from .._constants import (
 )
 from .._events import ClientStats
 from .._exceptions import ConfigurationError
-from .._http.retry import pause_spread
-from .pacer import Clock, LocalPacer, LoopClock, PauseTooLong
+from .local import LocalPacer
+from .pacer import Clock, LoopClock
+from .pause import PauseTooLong, pause_spread
 from .shared_script import SCRIPT
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ class SharedPacer:
             if refused:
                 fallback.on_rate_limited(sent_at, wait)
             else:
-                fallback.on_accepted(sent_at, wait)
+                fallback.on_accepted(sent_at, RATE_LIMIT_PAUSE if wait is None else wait)
         if refused or wait is not None:
             self._pause_locally(
                 now, min(RATE_LIMIT_PAUSE if wait is None else wait, self.max_pause)

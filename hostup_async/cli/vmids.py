@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-__all__ = ["MAX_VMID", "ParsedVMIDs", "VMIDSyntaxError", "merge", "parse_one", "parse_token"]
+from .._constants import MAX_VMID
+from .errors import UsageError
 
-#: Largest vmid the command line sends: the API's ids are 64-bit integers at most, and a
-#: longer run of digits is a typo, not an id.
-MAX_VMID = 2**63 - 1
+__all__ = [
+    "ParsedVMIDs",
+    "VMIDSyntaxError",
+    "merge",
+    "parse_one",
+    "parse_token",
+    "parse_vmids",
+]
+
 
 # re.ASCII: \d would also match full-width and other Unicode digits, which int() accepts.
 _ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
@@ -82,3 +91,58 @@ def merge(ranges: Iterable[range]) -> ParsedVMIDs:
             merged.append(r)
     total = sum(len(r) for r in merged)
     return ParsedVMIDs(merged, total, given - total)
+
+
+# -- vmid parsing -------------------------------------------------------------------------
+
+
+def parse_vmids(tokens: Iterable[str]) -> ParsedVMIDs:
+    """Parse ids and ranges such as ``7``, ``100-200`` or ``1,2``; duplicates are counted once.
+
+    Only ASCII digits, ``-`` between two ids and ``,`` between items are accepted.
+    """
+    try:
+        return merge(r for token in tokens for r in parse_token(token))
+    except VMIDSyntaxError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _ranges_from_file(path: str) -> Iterator[range]:
+    """Read vmids separated by whitespace or commas from a file, or stdin for ``-``."""
+    name = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read --from-file {name}: {reason}") from None
+    for number, line in enumerate(lines, 1):
+        # In a file, commas and whitespace both separate ids (a column of a CSV, say).
+        for token in filter(None, re.split(r"[\s,]+", line)):
+            try:
+                yield from parse_token(token)
+            except VMIDSyntaxError as exc:
+                # A CSV's header row ends up here: say where, so it is quick to find.
+                raise UsageError(f"--from-file {name}, line {number}: {exc}") from None
+
+
+def _vmids(args: argparse.Namespace) -> ParsedVMIDs:
+    """Collect the vmids of ``fetch`` from its arguments and ``--from-file``."""
+    ranges: list[range] = []
+    for token in args.vmids:
+        try:
+            ranges += parse_token(token)
+        except VMIDSyntaxError as exc:
+            raise UsageError(str(exc)) from None
+    if args.from_file is not None:
+        from_file = list(_ranges_from_file(args.from_file))
+        if not from_file and not ranges:
+            name = "stdin" if args.from_file == "-" else args.from_file
+            raise UsageError(f"no vmids in --from-file {name}")
+        ranges += from_file
+    if not ranges:
+        raise UsageError("no vmids given: pass ids or ranges (7 100-200 1,2), or --from-file FILE")
+    return merge(ranges)

@@ -11,7 +11,9 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "DEMO_MAX_VMID",
     "FIXTURE_API_KEY",
+    "demo_fleet",
     "billing_cycle_data",
     "new_request_id",
     "now_stamp",
@@ -32,6 +34,29 @@ _LOG_VARIANTS = 8
 
 FIXTURE_API_KEY = "hostup-fixture-key"
 """The key the pytest fixtures' server accepts and their client sends."""
+
+
+DEMO_MAX_VMID = 20_000
+"""The highest vmid of the demo fleet: every vmid above it is missing."""
+
+
+def demo_fleet(max_vmid: int | None = DEMO_MAX_VMID) -> dict[str, Any]:
+    """Return the ``FakeHostUp`` options of the fleet ``hostup-async demo`` and ``serve-fake`` serve.
+
+    Real fleets have VMs you may not see and VMs that are gone, and the docs' error branches
+    need them: 7, 403 and every vmid ending in 37 are forbidden (403); 42, 404, every vmid
+    ending in 90 and every vmid above ``max_vmid`` are missing (404).
+
+    >>> fleet = demo_fleet()
+    >>> sorted(v for v in fleet["forbidden"] if v < 500), sorted(v for v in fleet["missing"] if v < 500)
+    ([7, 37, 137, 237, 337, 403, 437], [42, 90, 190, 290, 390, 404, 490])
+    """
+    top = max_vmid if max_vmid is not None else DEMO_MAX_VMID
+    return {
+        "forbidden": frozenset({7, 403, *range(37, top + 1, 100)}),
+        "missing": frozenset({42, 404, *range(90, top + 1, 100)}),
+        "max_vmid": max_vmid,
+    }
 
 
 def new_request_id() -> str:
