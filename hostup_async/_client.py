@@ -55,8 +55,6 @@ __all__ = ["HostUpClient"]
 USER_AGENT = f"hostup-async/{__version__}"
 
 
-
-
 class HostUpClient:
     """Async client for HostUp's VPS API; use it as ``async with HostUpClient() as client``.
 
