@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "tests_lowest", "tests_newest", "lint", "typecheck", "docs"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+# The ends of the supported range: requires-python's floor, and the newest CPython.
+OLDEST_PYTHON, NEWEST_PYTHON = "3.10", "3.13"
+EXTRAS = ("cli", "redis", "test")
 
 
 def install_group(session: nox.Session, *groups: str) -> None:
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+def lowest_pins() -> list[str]:
+    """``name==floor`` for every dependency and extra with a ``>=`` floor in pyproject.toml.
+
+    What uv's ``--resolution lowest-direct`` picks: the project's own requirements at their
+    declared minimums, whatever they need in turn at its newest that fits.
+    """
+    project = PYPROJECT["project"]
+    declared = project["dependencies"] + [
+        r for extra in EXTRAS for r in project["optional-dependencies"][extra]
+    ]
+    pins = []
+    for requirement in map(Requirement, declared):
+        floors = [s.version for s in requirement.specifier if s.operator == ">="]
+        if floors:
+            pins.append(f"{requirement.name}=={floors[0]}")
+    return pins
+
+
+def run_suite(session: nox.Session) -> None:
+    """Run pytest over every core; a test marked xdist_group shares its worker with its group."""
+    parallel = ["-n", "auto", "--dist", "loadgroup"]
+    session.run("python", "-m", "pytest", *parallel, *session.posargs)
 
 
 @nox.session
@@ -22,12 +50,27 @@ def tests(session: nox.Session) -> None:
     install_group(session, "test")
     session.install("-e", ".[cli,redis]")
     session.run("coverage", "erase")
-    # Spread over every core (xdist's workers are measured too: coverage patches subprocess);
-    # a test marked xdist_group shares its worker with the rest of its group.
+    # xdist's workers are measured too: coverage patches subprocess to start in them.
     parallel = ["-n", "auto", "--dist", "loadgroup"]
     session.run("coverage", "run", "-m", "pytest", *parallel, *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session(python=OLDEST_PYTHON)
+def tests_lowest(session: nox.Session) -> None:
+    """Run the suite on the oldest Python with every dependency at its declared minimum."""
+    test_group = nox.project.dependency_groups(PYPROJECT, "test")
+    session.install(*test_group, "-e", f".[{','.join(EXTRAS)}]", *lowest_pins())
+    run_suite(session)
+
+
+@nox.session(python=NEWEST_PYTHON)
+def tests_newest(session: nox.Session) -> None:
+    """Run the suite on the newest Python with the newest version of every dependency."""
+    install_group(session, "test")
+    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", f".[{','.join(EXTRAS)}]")
+    run_suite(session)
 
 
 @nox.session

@@ -27,6 +27,7 @@ from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
 from ._http.retry import Backoff, RetryBudget
 from ._http.transport import Transport
+from ._lifetime import NO_LOOP, NOT_A_WITH, OTHER_LOOP, hold_for_the_loop
 from ._models import (
     BILLING_DECODER,
     DETAILS_DECODER,
@@ -57,22 +58,6 @@ __all__ = ["HostUpClient"]
 
 USER_AGENT = f"hostup-async/{__version__}"
 
-# What to write instead, for the mistakes sync code makes with an async client.
-_NOT_A_WITH = (
-    "HostUpClient is async: write `async with HostUpClient() as client:` inside an "
-    "`async def` (in Jupyter, at top level), or use hostup_async.sync.HostUpClient for `with`"
-)
-_NO_LOOP = (
-    "HostUpClient is async and no event loop is running here: inside an `async def` run by "
-    "asyncio.run(), write `await client.get_vm_details(...)` and `async for r in "
-    "client.stream_vms(...)`; in synchronous code use hostup_async.sync.HostUpClient"
-)
-_OTHER_LOOP = (
-    "this HostUpClient belongs to the event loop it was first used in, and each asyncio.run() "
-    "starts a new one: create the client inside the coroutine that asyncio.run() runs (one "
-    "client per event loop), or use hostup_async.sync.HostUpClient from synchronous code"
-)
-
 
 def _details(body: bytes, status: int) -> VMDetails:
     result: VMDetails = unwrap(DETAILS_DECODER, body, status)
@@ -86,36 +71,6 @@ def _details_without_log(body: bytes, status: int) -> VMDetails:
 def _billing(body: bytes, status: int) -> BillingCycle:
     result: BillingCycle = unwrap(BILLING_DECODER, body, status)
     return result
-
-
-async def _held_for_the_loop(
-    transport: Transport, session: aiohttp.ClientSession | None, pacer: Pacer
-) -> AsyncGenerator[None, None]:
-    """Hold what the client opened until it is closed, or until its event loop ends.
-
-    An async generator, so the loop itself ends it: ``asyncio.run()`` closes every live one
-    before closing the loop, and one dropped with its client is closed on the loop too. So
-    a client outliving its ``asyncio.run()``, or dropped unclosed (a notebook cell run
-    again), still closes its session on its own loop, and nothing warns of an unclosed one.
-    It holds the parts, not the client, so it never keeps a dropped client alive.
-    """
-    try:
-        yield
-    finally:
-        transport.close()
-        if session is not None:
-            await session.close()
-        await pacer.aclose()
-
-
-def _start(held: AsyncGenerator[None, None]) -> None:
-    """Run ``held`` to its ``yield``, registering it with the running loop, without awaiting."""
-    step = held.asend(None)  # the loop's first-iteration hook sees it here
-    try:
-        step.send(None)
-    except StopIteration:
-        return  # suspended at its yield, as meant
-    raise RuntimeError("_held_for_the_loop awaited before its yield")  # pragma: no cover
 
 
 class HostUpClient:
@@ -249,12 +204,6 @@ class HostUpClient:
             f"max_retries={self.max_retries!r})"
         )
 
-    def __enter__(self) -> NoReturn:
-        raise TypeError(_NOT_A_WITH)
-
-    def __exit__(self, *exc: object) -> None:
-        """Present only so that ``with`` reaches ``__enter__`` and its advice."""
-
     async def __aenter__(self) -> HostUpClient:
         self._open()
         return self
@@ -266,6 +215,12 @@ class HostUpClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(NOT_A_WITH)
+
+    def __exit__(self, *exc: object) -> None:
+        """Present only so that ``with`` reaches ``__enter__`` and its advice."""
 
     @property
     def effective_rate_limit(self) -> float | None:
@@ -293,12 +248,13 @@ class HostUpClient:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), owner))
             return
         self._closed = True
-        self._transport = self._session = None
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()  # calls in flight, or waiting to retry, end with ClientClosedError
+        self._session = None
         held, self._held = self._held, None
         if held is not None:
-            # Closes the transport (calls in flight, or waiting to retry, end with
-            # ClientClosedError), our own session, and the pacer; at once if the loop ended.
-            await held.aclose()
+            await held.aclose()  # our own session and the pacer, at once if the loop ended
         else:
             await self._pacer.aclose()
 
@@ -309,9 +265,9 @@ class HostUpClient:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(_NO_LOOP) from None
+            raise RuntimeError(NO_LOOP) from None
         if self._loop is not loop and self._loop is not None:
-            raise RuntimeError(_OTHER_LOOP)
+            raise RuntimeError(OTHER_LOOP)
         if self._transport is None:
             self._loop = loop
             session = self._user_session
@@ -342,6 +298,8 @@ class HostUpClient:
                 )
                 request_headers = None
             self._session = session
+            owned = session if session is not self._user_session else None
+            self._held = hold_for_the_loop(owned, self._pacer)
             self._transport = Transport(
                 session=session,
                 base_url=self.base_url,
@@ -356,9 +314,6 @@ class HostUpClient:
                 on_retry=self._on_retry,
                 max_body_size=self.max_body_size,
             )
-            owned = session if session is not self._user_session else None
-            self._held = _held_for_the_loop(self._transport, owned, self._pacer)
-            _start(self._held)
         return self._transport
 
     def _call_options(

@@ -181,6 +181,7 @@ class Portal(Generic[R]):
         self._make = make
         self._close = close
         self._first: R | None = first
+        self._first_made = first
         self._first_pid = os.getpid()
         self._name = name
         self._lock = threading.Lock()
@@ -204,6 +205,13 @@ class Portal(Generic[R]):
                 _ABANDONED.append(runtime)  # the parent's, inherited through fork()
             self._runtime = runtime = Runtime(self._resource(), self._name)
             return runtime
+
+    def resource(self) -> R:
+        """Return the resource of this process once its loop runs, else the first one."""
+        runtime = self._runtime
+        if runtime is not None and runtime.current:
+            return runtime.resource
+        return self._first_made
 
     def _resource(self) -> R:
         first, self._first = self._first, None

@@ -23,6 +23,7 @@ them quick, and do not call the client from them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -73,16 +74,53 @@ async def _open_stream(
     return client.stream_vms(vmids, **options)
 
 
-async def _next(stream: AsyncGenerator[VMResult, None]) -> VMResult | None:
-    """Return the stream's next result, or ``None`` at its end."""
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
+async def _rate_now(client: AsyncHostUpClient) -> float | None:
+    return client.effective_rate_limit
 
 
-async def _stop(stream: AsyncGenerator[VMResult, None]) -> None:
-    await stream.aclose()
+# Most results one hop to the caller's thread carries: the hop, not the fetch, was what
+# held a sync stream back (0.73x the async stream's VMs/s one result at a time).
+_BATCH = 64
+
+
+class _Pull:
+    """Takes an async stream's results in batches: at least one, and all that are ready.
+
+    One hop between threads per batch instead of per result. The next result is asked for
+    ahead in a task; one not ready yet stays pending for the next batch, and closing
+    cancels it before closing the stream.
+    """
+
+    def __init__(self, stream: AsyncGenerator[VMResult, None]) -> None:
+        self._stream = stream
+        self._pending: asyncio.Future[VMResult] | None = None
+
+    def _ask(self) -> asyncio.Future[VMResult]:
+        return asyncio.ensure_future(self._stream.__anext__())
+
+    async def batch(self) -> list[VMResult]:
+        """Return the next results, at least one; an empty list when the stream has ended."""
+        step, self._pending = self._pending or self._ask(), None
+        try:
+            results = [await step]
+        except StopAsyncIteration:
+            return []
+        while len(results) < _BATCH:
+            step = self._ask()
+            await asyncio.sleep(0)  # one turn of the loop: a buffered result is taken at once
+            if not step.done() or step.exception() is not None:
+                self._pending = step  # not ready, or the end or an error: the next batch's
+                break
+            results.append(step.result())
+        return results
+
+    async def close(self) -> None:
+        """Stop the request asked ahead, if any, then close the stream."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await self._stream.aclose()
 
 
 class HostUpClient:
@@ -173,8 +211,7 @@ class HostUpClient:
     @property
     def _client(self) -> AsyncHostUpClient:
         """The async client of this process (the first one until a fork has started another)."""
-        runtime = self._portal._runtime
-        return runtime.resource if runtime is not None and runtime.current else self._first
+        return self._portal.resource()
 
     def _runtime(self) -> Runtime[AsyncHostUpClient]:
         return self._portal.runtime()
@@ -226,7 +263,10 @@ class HostUpClient:
     @property
     def effective_rate_limit(self) -> float | None:
         """Requests per second the client sends at now: ``rate_limit``, or lower after 429s."""
-        return self._client.effective_rate_limit
+        if self.closed:
+            return self.rate_limit
+        runtime = self._runtime()
+        return runtime.call(_rate_now(runtime.resource))  # the pacer reads its loop's clock
 
     def get_vm_details(
         self,
@@ -320,11 +360,12 @@ def _iterate(
     runtime: Runtime[AsyncHostUpClient], stream: AsyncGenerator[VMResult, None]
 ) -> Iterator[VMResult]:
     """Pull the async stream's results across threads; closing this closes the stream."""
+    pull = _Pull(stream)
     try:
-        while (result := runtime.call(_next(stream))) is not None:
-            yield result
+        while batch := runtime.call(pull.batch()):
+            yield from batch
     finally:
         # In a fork child, or once the client is closed, the stream went with its loop.
         if runtime.current:
             with contextlib.suppress(ClientClosedError):
-                runtime.call(_stop(stream))
+                runtime.call(pull.close())

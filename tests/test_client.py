@@ -24,7 +24,7 @@ from hostup_async import (
 )
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, eventually
+from .conftest import API_KEY, eventually, run_apart
 
 
 async def test_get_vm_details_over_real_http(client: HostUpClient, fake: FakeHostUp) -> None:
@@ -270,14 +270,14 @@ def test_one_client_per_event_loop() -> None:
         with pytest.raises(HostUpError):  # port 9 answers nothing: a typed transport failure
             await client.get_vm_details(1, max_retries=0, timeout=5)
 
-    asyncio.run(use())
+    run_apart(use())
 
     async def again() -> None:
         with pytest.raises(RuntimeError, match="one client per event loop"):
             await client.get_vm_details(1)
         await client.aclose()
 
-    asyncio.run(again())
+    run_apart(again())
 
 
 @pytest.mark.parametrize("waiting_in", ["retry backoff", "429 pause"])

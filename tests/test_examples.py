@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -21,7 +20,7 @@ import pytest
 from hostup_async import HostUpClient
 from hostup_async.testing import FakeHostUp
 
-from .conftest import RedisServer, free_port
+from .conftest import RedisServer, free_port, run_apart
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -108,7 +107,7 @@ def test_bandwidth_report() -> None:
     assert sorted(rows) == [v for v in range(1, 61) if v not in (7, 42)]
     totals = [float(row[-1]) for row in rows.values()]
     assert totals == sorted(totals, reverse=True)  # busiest first
-    sent, received = asyncio.run(expected_traffic(12))
+    sent, received = run_apart(expected_traffic(12))
     assert rows[12][1:] == [
         "vm12.example.net",
         f"{sent / 1e9:.2f}",

@@ -48,6 +48,7 @@ from hostup_async import (
 )
 from hostup_async.testing._data import usage_log_json, vm_data
 
+from .conftest import run_apart
 from .test_cli import run_cli
 
 KEY = "hostile-key-7Qx2/Lm9"  # with a "/": PHP writes it as "\/" inside JSON strings
@@ -615,7 +616,7 @@ def test_aclose_from_another_loop_closes_the_connections_in_the_clients_loop() -
         thread.start()
         asyncio.run_coroutine_threadsafe(client.get_vm_details(1), owner).result(timeout=60)
         session = client._session
-        asyncio.run(client.aclose())  # another loop, while the owner runs in its thread
+        run_apart(client.aclose())  # another loop, while the owner runs in its thread
         assert client.closed and session is not None and session.closed
     finally:
         owner.call_soon_threadsafe(owner.stop)

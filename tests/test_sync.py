@@ -23,7 +23,7 @@ import pytest
 import hostup_async
 from hostup_async import AttemptEvent, ClientClosedError, ConfigurationError, NotFoundError
 from hostup_async.sync import HostUpClient
-from hostup_async.testing import FakeHostUp
+from hostup_async.testing import FakeHostUp, Fault
 from tests import sync_worker
 
 KEY = "sync-key-3d9e"
@@ -105,6 +105,17 @@ def test_calls_without_await_and_errors_as_the_async_client(fake: FakeHostUp) ->
         assert streamed == [v for v in range(1, 21) if v != 7]
         assert client.stats.requests == 1 + 1 + 1 + 4 + 20
     assert client.closed
+
+
+def test_settings_and_stats_read_as_on_the_async_client(fake: FakeHostUp) -> None:
+    with HostUpClient(
+        KEY, base_url=fake.url, rate_limit=50, max_concurrency=3, timeout=4, max_retries=1
+    ) as client:
+        assert (client.base_url, client.rate_limit, client.max_concurrency) == (fake.url, 50, 3)
+        assert (client.timeout, client.max_retries, client.max_retry_after) == (4, 1, 60)
+        assert client.effective_rate_limit == 50
+        client.get_billing_cycle(1)
+        assert client.stats.requests == 1 and not client.closed
 
 
 def test_bad_arguments_fail_at_the_call_before_any_request(fake: FakeHostUp) -> None:
@@ -342,3 +353,91 @@ def test_sync_mistakes_say_what_to_write_instead() -> None:
     coroutine = client.fetch_vms([1])  # driven by hand, as no loop runs here
     with pytest.raises(RuntimeError, match="no event loop is running"):
         coroutine.send(None)
+
+
+FORK_SCRIPT = """
+import os, sys
+from hostup_async.sync import HostUpClient
+
+client = HostUpClient(sys.argv[1], base_url=sys.argv[2], rate_limit=None)
+print("parent", client.get_vm_details(1, usage_log=False).hostname, flush=True)
+pid = os.fork()
+if pid == 0:
+    print("child", client.get_vm_details(2, usage_log=False).hostname, flush=True)
+    sys.exit(0)  # a normal exit: the child's atexit and finalizers run
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+print("parent", client.get_vm_details(3, usage_log=False).hostname)
+"""
+
+
+def test_a_plain_fork_child_uses_and_leaves_the_client_cleanly(fake: FakeHostUp) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", FORK_SCRIPT, KEY, fake.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "parent vm1.example.net",
+        "child vm2.example.net",
+        "child exit 0",
+        "parent vm3.example.net",
+    ]
+    assert done.stderr == ""
+
+
+INTERRUPT_SCRIPT = """
+import asyncio, os, signal, sys, threading
+from hostup_async.sync import HostUpClient
+
+client = HostUpClient(sys.argv[1], base_url=sys.argv[2], rate_limit=None)
+client.get_vm_details(1, usage_log=False)
+interrupt = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+interrupt.start()
+try:
+    client.get_vm_details(int(sys.argv[3]))  # the server holds this one for a minute
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+
+
+async def count() -> int:
+    await asyncio.sleep(0.1)  # the cancellation lands on the loop
+    return len(asyncio.all_tasks()) - 1
+
+
+runtime = client._portal.runtime()
+print("tasks left", runtime.call(count()))
+client.close()
+"""
+
+
+def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp) -> None:
+    fake.inject(Fault.slow(60), vmid=2)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", INTERRUPT_SCRIPT, KEY, fake.url, "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["interrupted", "tasks left 0"]
+
+
+def test_a_failing_input_ends_the_stream_with_its_error(fake: FakeHostUp) -> None:
+    def vmids() -> Iterator[int]:
+        yield from range(1, 6)
+        raise ValueError("the input broke")
+
+    with HostUpClient(KEY, base_url=fake.url, rate_limit=None) as client:
+        seen: list[int] = []
+        with pytest.raises(ValueError, match="the input broke"):
+            seen.extend(result.vmid for result in client.stream_vms(vmids(), ordered=True))
+        assert seen == list(range(1, len(seen) + 1))  # in order, none twice
+        assert running_tasks(client) == 0
+        assert sorted(r.vmid for r in client.stream_vms(range(1, 200)) if r.ok) == [
+            v for v in range(1, 200) if v not in (7, 42)
+        ]

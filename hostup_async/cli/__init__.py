@@ -16,8 +16,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any
 
 from .._exceptions import ConfigurationError, HostUpError, InvalidVMIDError
-from .commands import _configure_logging, _fetch, _one
-from .demo import _demo, _serve_fake
+from .commands import configure_logging, run_fetch, run_one
+from .demo import run_demo, run_serve_fake
 from .errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .output import error_object, result_object
 from .parser import build_parser
@@ -35,11 +35,11 @@ __all__ = [
 ]
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], Coroutine[Any, Any, int]]] = {
-    "details": _one,
-    "billing": _one,
-    "fetch": _fetch,
-    "demo": _demo,
-    "serve-fake": _serve_fake,
+    "details": run_one,
+    "billing": run_one,
+    "fetch": run_fetch,
+    "demo": run_demo,
+    "serve-fake": run_serve_fake,
 }
 
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         # Point at the command's own help, where its options are listed.
         args.subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    _configure_logging(args)
+    configure_logging(args)
     try:
         code = asyncio.run(_COMMANDS[args.command](args, sys.stdout))
         sys.stdout.flush()  # a closed pipe shows up here, not at exit as an ignored exception

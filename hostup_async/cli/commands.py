@@ -27,14 +27,14 @@ from .._exceptions import (
     InvalidVMIDError,
 )
 from .._export import json_encoder, python_names
-from .diagnosis import _rejected_key, _unless_unreachable, _wrong_url
+from .diagnosis import rejected_key, unless_unreachable, wrong_url
 from .errors import EXIT_FAILED, EXIT_OK, UsageError
-from .output import _plural, error_text, formatter
-from .progress import _isatty, _progress_display
+from .output import error_text, formatter, plural
+from .progress import isatty, progress_display
 from .stats import RunStats
-from .vmids import VMIDSyntaxError, _vmids, parse_one
+from .vmids import VMIDSyntaxError, fetch_vmids, parse_one
 
-__all__ = ["_bulk", "_BulkOptions", "_configure_logging", "_fetch", "_one"]
+__all__ = ["BulkOptions", "configure_logging", "run_bulk", "run_fetch", "run_one"]
 
 # -- commands -----------------------------------------------------------------------------
 
@@ -94,14 +94,14 @@ def _client(args: argparse.Namespace, stats: RunStats, **options: Any) -> HostUp
         raise _in_cli_words(exc) from None
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def configure_logging(args: argparse.Namespace) -> None:
     """With ``-v``, log every attempt (the SDK's DEBUG log) to stderr."""
     if getattr(args, "verbose", False):
         logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
         logging.getLogger("hostup_async").setLevel(logging.DEBUG)
 
 
-async def _one(args: argparse.Namespace, out: IO[str]) -> int:
+async def run_one(args: argparse.Namespace, out: IO[str]) -> int:
     """``details`` and ``billing``: print one decoded object as pretty JSON."""
     try:
         vmid = parse_one(args.vmid)
@@ -115,13 +115,13 @@ async def _one(args: argparse.Namespace, out: IO[str]) -> int:
                 if args.command == "details"
                 else client.get_billing_cycle(vmid)
             )
-            obj = await _unless_unreachable(call, stats, client.base_url)
+            obj = await unless_unreachable(call, stats, client.base_url)
         except AuthenticationError as exc:
-            raise _rejected_key(exc) from None
+            raise rejected_key(exc) from None
         except (ConfigurationError, InvalidVMIDError):
             raise
         except HostUpError as exc:
-            wrong = _wrong_url(exc, stats, client.base_url)
+            wrong = wrong_url(exc, stats, client.base_url)
             if wrong is not None:
                 raise wrong from None
             # One line on stderr; stdout stays empty, so `| jq` sees no half answer.
@@ -136,7 +136,7 @@ async def _one(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 @dataclass(frozen=True)
-class _BulkOptions:
+class BulkOptions:
     """What a bulk run fetches and how it writes it: ``fetch``'s options, or the demo's own."""
 
     details: bool = True
@@ -146,16 +146,16 @@ class _BulkOptions:
     show_secrets: bool = False
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> _BulkOptions:
+    def from_args(cls, args: argparse.Namespace) -> BulkOptions:
         """The options ``fetch`` was given."""
         return cls(args.details, args.billing, args.usage_log, args.format, args.show_secrets)
 
 
-async def _bulk(
+async def run_bulk(
     client: HostUpClient,
     vmids: Iterable[int],
     total: int,
-    options: _BulkOptions,
+    options: BulkOptions,
     out: IO[str],
     stats: RunStats,
     show_progress: bool,
@@ -167,8 +167,8 @@ async def _bulk(
     the display, above its bar, so the two never garble each other.
     """
     fmt = formatter(options.output_format, show_secrets=options.show_secrets)
-    shared = show_progress and out is sys.stdout and _isatty(out)
-    display = _progress_display(out if shared else sys.stderr, total) if show_progress else None
+    shared = show_progress and out is sys.stdout and isatty(out)
+    display = progress_display(out if shared else sys.stderr, total) if show_progress else None
 
     def emit(line: str) -> None:
         """Write one output line where it belongs."""
@@ -192,9 +192,9 @@ async def _bulk(
             async for result in stream:
                 if isinstance(result.error, AuthenticationError):
                     # Every other VM would get the same 401: stop instead of sending the rest.
-                    raise _rejected_key(result.error)
+                    raise rejected_key(result.error)
                 if result.error is not None:
-                    wrong = _wrong_url(result.error, stats, client.base_url)
+                    wrong = wrong_url(result.error, stats, client.base_url)
                     if wrong is not None:
                         raise wrong
                 stats.add(result)
@@ -205,11 +205,11 @@ async def _bulk(
     return EXIT_OK if not stats.failures else EXIT_FAILED
 
 
-async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
+async def run_fetch(args: argparse.Namespace, out: IO[str]) -> int:
     """``fetch``: bulk-fetch VMs, with progress and a closing summary."""
     if not args.details and not args.billing:
         raise UsageError("nothing to fetch: --no-details needs --billing")
-    parsed = _vmids(args)
+    parsed = fetch_vmids(args)
     stats = RunStats()
     client = _client(
         args,
@@ -222,23 +222,23 @@ async def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
     with sink as target:
         async with client:
             try:
-                work = _bulk(
+                work = run_bulk(
                     client,
                     itertools.chain(*parsed.ranges),
                     parsed.total,
-                    _BulkOptions.from_args(args),
+                    BulkOptions.from_args(args),
                     target,
                     stats,
-                    show_progress=_isatty(sys.stderr) and not args.quiet and not args.verbose,
+                    show_progress=isatty(sys.stderr) and not args.quiet and not args.verbose,
                 )
-                code = await _unless_unreachable(work, stats, client.base_url)
+                code = await unless_unreachable(work, stats, client.base_url)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 target.flush()
                 print(stats.summary(client, total=parsed.total), file=sys.stderr)
                 raise
             summary = stats.summary(client)
             if parsed.duplicates:
-                summary += f"\n{_plural(parsed.duplicates, 'duplicate vmid')} fetched once"
+                summary += f"\n{plural(parsed.duplicates, 'duplicate vmid')} fetched once"
             print(summary, file=sys.stderr)
     return code
 

@@ -11,13 +11,13 @@ from typing import IO, Any
 
 from .._bulk import VMResult
 from .._client import HostUpClient
-from .commands import _bulk, _BulkOptions
+from .commands import BulkOptions, run_bulk
 from .errors import EXIT_OK, UsageError
-from .output import _plural
+from .output import plural
 from .stats import RunStats
 from .vmids import ParsedVMIDs, parse_vmids
 
-__all__ = ["_demo", "_serve_fake"]
+__all__ = ["run_demo", "run_serve_fake"]
 
 # The demo fetches the start of the demo fleet: realistic trouble, done in a few seconds.
 _DEMO_FLEET = 400
@@ -25,7 +25,7 @@ _DEMO_SERVER_LIMIT = 150  # requests per second the fake accepts
 _DEMO_CLIENT_RATE = 250.0  # set above the server's hidden limit on purpose
 
 
-async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
+async def run_demo(args: argparse.Namespace, out: IO[str]) -> int:
     """``demo``: run a bulk fetch against the embedded fake server and summarise it."""
     from ..testing import FakeHostUp
     from ..testing._data import demo_fleet
@@ -59,11 +59,11 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
             max_concurrency=16,
             on_attempt=stats.on_attempt,
         ) as client:
-            await _bulk(
+            await run_bulk(
                 client,
                 range(1, _DEMO_FLEET + 1),
                 _DEMO_FLEET,
-                _BulkOptions(),  # details, billing cycles and usage logs; secrets masked
+                BulkOptions(),  # details, billing cycles and usage logs; secrets masked
                 out,
                 stats,
                 show_progress=sys.stderr.isatty(),
@@ -74,7 +74,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
                 sent = sum(s.data_sent for s in vm.usage_log.values()) / 1e9
                 price = next((c.price for c in bc.cycles if c.is_current), Decimal(0))
                 print(
-                    f"  vm {result.vmid:>4}  {vm.hostname:<20} {_plural(vm.cpu, 'core')} {vm.ram:g} GB  "
+                    f"  vm {result.vmid:>4}  {vm.hostname:<20} {plural(vm.cpu, 'core')} {vm.ram:g} GB  "
                     f"{vm.vm_status:<8} {sent:7.1f} GB sent/{len(vm.usage_log)} h  "
                     f"{bc.current_name} {price} {vm.pricing.currency if vm.pricing else ''}",
                     file=out,
@@ -83,7 +83,7 @@ async def _demo(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
-async def _serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
+async def run_serve_fake(args: argparse.Namespace, out: IO[str]) -> int:
     """``serve-fake``: run the fake API until interrupted."""
     from ..testing import FakeHostUp
 

@@ -27,25 +27,25 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 __all__ = [
-    "_bare_404",
-    "_cannot_connect",
-    "_connect_failure",
-    "_rejected_key",
-    "_unless_unreachable",
-    "_wrong_url",
+    "bare_404",
+    "cannot_connect",
+    "connect_failure",
+    "rejected_key",
+    "unless_unreachable",
+    "wrong_url",
 ]
 
 # -- failing fast on a wrong URL ----------------------------------------------------------
 
 
-def _connect_failure(error: BaseException | None) -> bool:
+def connect_failure(error: BaseException | None) -> bool:
     """Whether ``error`` means no connection could be made (not a timeout, not an answer)."""
     if isinstance(error, RetryBudgetExhaustedError):
         error = error.last_error
     return isinstance(error, TransportError) and not isinstance(error, RequestTimeoutError)
 
 
-def _bare_404(error: BaseException | None) -> bool:
+def bare_404(error: BaseException | None) -> bool:
     """Whether ``error`` is a 404 without HostUp's JSON error body (a web server's page)."""
     return (
         isinstance(error, NotFoundError)
@@ -55,7 +55,7 @@ def _bare_404(error: BaseException | None) -> bool:
     )
 
 
-def _wrong_url(error: HostUpError, stats: RunStats, base_url: str) -> UsageError | None:
+def wrong_url(error: HostUpError, stats: RunStats, base_url: str) -> UsageError | None:
     """Return a usage error when the run so far shows no HostUp API at ``base_url``.
 
     Checked on each failure until something succeeds: every attempt so far failed to
@@ -63,9 +63,9 @@ def _wrong_url(error: HostUpError, stats: RunStats, base_url: str) -> UsageError
     """
     if stats.ok:
         return None
-    if stats.answered == 0 and _connect_failure(error):
-        return _cannot_connect(base_url)
-    if not stats.failures and _bare_404(error):
+    if stats.answered == 0 and connect_failure(error):
+        return cannot_connect(base_url)
+    if not stats.failures and bare_404(error):
         return UsageError(
             f"{base_url} answered 404 with a page that is not HostUp's API: check --base-url "
             f"(or ${BASE_URL_ENV}); HostUp's API root is {DEFAULT_BASE_URL}, ending in /api"
@@ -73,7 +73,7 @@ def _wrong_url(error: HostUpError, stats: RunStats, base_url: str) -> UsageError
     return None
 
 
-def _cannot_connect(base_url: str) -> UsageError:
+def cannot_connect(base_url: str) -> UsageError:
     """Describe a URL nothing answers at."""
     return UsageError(
         f"cannot connect to {base_url}: check --base-url (or ${BASE_URL_ENV}) "
@@ -81,7 +81,7 @@ def _cannot_connect(base_url: str) -> UsageError:
     )
 
 
-async def _unless_unreachable(work: Awaitable[_T], stats: RunStats, base_url: str) -> _T:
+async def unless_unreachable(work: Awaitable[_T], stats: RunStats, base_url: str) -> _T:
     """Await ``work``, but stop it as soon as its first attempts have all failed to connect.
 
     Without this a dead URL costs every VM its full retries (a 300-VM fetch ran 40 s)
@@ -99,11 +99,11 @@ async def _unless_unreachable(work: Awaitable[_T], stats: RunStats, base_url: st
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     if stopped:
-        raise _cannot_connect(base_url)
+        raise cannot_connect(base_url)
     return task.result()
 
 
-def _rejected_key(exc: AuthenticationError) -> UsageError:
+def rejected_key(exc: AuthenticationError) -> UsageError:
     """Describe a 401 as a configuration error, without echoing the key."""
     rid = f", request_id={exc.request_id}" if exc.request_id else ""
     return UsageError(

@@ -166,6 +166,6 @@ def formatter(name: str, *, show_secrets: bool) -> Formatter:
     return _JSONLines(show_secrets)
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     """Return ``1 VM``, ``2 VMs``, ``1 core``, ``8 cores``."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"

@@ -8,7 +8,7 @@ from typing import IO
 
 from .._bulk import BulkProgress
 
-__all__ = ["_isatty", "_progress_display"]
+__all__ = ["isatty", "progress_display"]
 
 # -- progress display ---------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class _RichProgress:
         self._progress.stop()
 
 
-def _progress_display(stream: IO[str], total: int | None) -> _TextProgress | _RichProgress:
+def progress_display(stream: IO[str], total: int | None) -> _TextProgress | _RichProgress:
     """Return a progress display drawn on ``stream``: rich's bar, or a plain line without rich."""
     if not os.environ.get("HOSTUP_ASYNC_NO_RICH"):
         try:
@@ -116,7 +116,7 @@ def _progress_display(stream: IO[str], total: int | None) -> _TextProgress | _Ri
     return _TextProgress(stream, total)
 
 
-def _isatty(stream: IO[str]) -> bool:
+def isatty(stream: IO[str]) -> bool:
     """Whether ``stream`` is a terminal (a closed or odd stream is not)."""
     try:
         return stream.isatty()

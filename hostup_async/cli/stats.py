@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from .._bulk import VMResult
 from .._client import HostUpClient
 from .._events import AttemptEvent
-from .diagnosis import _connect_failure
-from .output import _plural
+from .diagnosis import connect_failure
+from .output import plural
 
 __all__ = ["RunStats", "_percentile"]
 
@@ -54,7 +54,7 @@ class RunStats:
         self.attempt_time += event.elapsed
         if event.status is not None:
             self.answered += 1
-        elif _connect_failure(event.error):
+        elif connect_failure(event.error):
             self.connect_failures += 1
             if not self.answered and self.connect_failures >= _CONNECT_FAILURES_TO_GIVE_UP:
                 self.unreachable.set()
@@ -90,9 +90,9 @@ class RunStats:
         p50 = _percentile(lat, 0.50) * 1000
         p95 = _percentile(lat, 0.95) * 1000
         if total is None:
-            head = f"{_plural(self.done, 'VM')} in {elapsed:.1f} s"
+            head = f"{plural(self.done, 'VM')} in {elapsed:.1f} s"
         else:
-            head = f"interrupted after {self.done} of {_plural(total, 'VM')} ({elapsed:.1f} s)"
+            head = f"interrupted after {self.done} of {plural(total, 'VM')} ({elapsed:.1f} s)"
         return (
             f"{head}: {self.ok} ok, {failed} failed"
             + (f" ({kinds})" if kinds else "")

@@ -129,7 +129,7 @@ def _ranges_from_file(path: str) -> Iterator[range]:
                 raise UsageError(f"--from-file {name}, line {number}: {exc}") from None
 
 
-def _vmids(args: argparse.Namespace) -> ParsedVMIDs:
+def fetch_vmids(args: argparse.Namespace) -> ParsedVMIDs:
     """Collect the vmids of ``fetch`` from its arguments and ``--from-file``."""
     ranges: list[range] = []
     for token in args.vmids:
