@@ -12,7 +12,7 @@ nox.options.sessions = ["tests", "tests_lowest", "tests_newest", "lint", "typech
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 # The ends of the supported range: requires-python's floor, and the newest CPython.
 OLDEST_PYTHON, NEWEST_PYTHON = "3.10", "3.13"
-EXTRAS = ("cli", "redis", "test")
+EXTRAS = ("cli", "redis", "otel", "test")
 
 
 def install_group(session: nox.Session, *groups: str) -> None:
@@ -48,7 +48,7 @@ def run_suite(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage; fail under 90%."""
     install_group(session, "test")
-    session.install("-e", ".[cli,redis]")
+    session.install("-e", ".[cli,redis,otel]")
     session.run("coverage", "erase")
     # xdist's workers are measured too: coverage patches subprocess to start in them.
     parallel = ["-n", "auto", "--dist", "loadgroup"]
@@ -85,7 +85,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """Type-check the package and tests with mypy --strict."""
     install_group(session, "typecheck")
-    session.install("-e", ".[cli,redis]")
+    session.install("-e", ".[cli,redis,otel]")
     session.run("mypy")
 
 

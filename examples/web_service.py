@@ -9,6 +9,10 @@ Endpoints:
     GET /fleet/bandwidth?vmids=1-20,42    bytes sent and received per VM, from the usage logs
 
 With no HOSTUP_API_KEY and no --base-url, the service fronts the SDK's fake HostUp server.
+
+Every call has a deadline (DEADLINE seconds, waits for the rate limit and retries included):
+under overload a request the client cannot serve in time fails fast with 503 and Retry-After,
+instead of queueing behind the rate limit until its caller has long given up.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiohttp import web
 
 from hostup_async import (
     AuthenticationError,
+    DeadlineExceededError,
     HostUpClient,
     HostUpError,
     InvalidVMIDError,
@@ -37,6 +42,7 @@ from hostup_async.testing import FakeHostUp
 
 CLIENT = web.AppKey("client", HostUpClient)
 MAX_FLEET = 1000  # vmids per /fleet request: keeps one request's work bounded
+DEADLINE = 5.0  # seconds one HostUp call may take, waiting included: then it is shed
 
 
 async def vm_summary(request: web.Request) -> web.Response:
@@ -103,8 +109,8 @@ def http_status(error: HostUpError) -> int:
     if isinstance(error, (NotFoundError, PermissionDeniedError)):
         # A VM our key may not see is, to this service's callers, a VM that is not there.
         return 404
-    if isinstance(error, RateLimitError):
-        return 503  # with Retry-After: HostUp asked us to slow down
+    if isinstance(error, (RateLimitError, DeadlineExceededError)):
+        return 503  # with Retry-After: HostUp asked us to slow down, or we are overloaded
     if isinstance(error, AuthenticationError):
         return 500  # our key is wrong: our fault, not the caller's
     return 502  # HostUp failed or was unreachable, after the SDK's retries
@@ -121,6 +127,8 @@ async def hostup_errors(
         headers = {}
         if isinstance(exc, RateLimitError):
             headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
+        elif isinstance(exc, DeadlineExceededError):
+            headers["Retry-After"] = "1"
         return web.json_response(
             {"error": error_body(exc)}, status=http_status(exc), headers=headers
         )
@@ -132,13 +140,17 @@ def make_app(base_url: str | None) -> web.Application:
 
     async def hostup(app: web.Application) -> AsyncIterator[None]:
         if base_url or os.environ.get("HOSTUP_API_KEY"):
-            async with HostUpClient(base_url=base_url or "https://cloud.hostup.se/api") as client:
+            async with HostUpClient(
+                base_url=base_url or "https://cloud.hostup.se/api", deadline=DEADLINE
+            ) as client:
                 app[CLIENT] = client
                 yield
             return
         async with FakeHostUp(api_key="demo-key", forbidden={7}, missing={42}) as fake:
             print(f"No HOSTUP_API_KEY: fronting a fake HostUp at {fake.url}", file=sys.stderr)
-            async with HostUpClient("demo-key", base_url=fake.url, rate_limit=500) as client:
+            async with HostUpClient(
+                "demo-key", base_url=fake.url, rate_limit=500, deadline=DEADLINE
+            ) as client:
                 app[CLIENT] = client
                 yield
 

@@ -1,5 +1,7 @@
 """hostup-async: the asyncio-first Python SDK for HostUp's VPS API."""
 
+import logging
+
 from ._bulk import BulkProgress, VMResult
 from ._client import HostUpClient
 from ._events import AttemptEvent, ClientStats
@@ -8,6 +10,7 @@ from ._exceptions import (
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    DeadlineExceededError,
     DecodeError,
     GatewayTimeoutError,
     HostUpError,
@@ -23,6 +26,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._export import to_builtins
+from ._http.answer import decode_billing_cycle, decode_vm_details
 from ._http.retry import Backoff, RetryBudget
 from ._models import (
     BandwidthUsage,
@@ -33,11 +37,14 @@ from ._models import (
     PricingCycle,
     UsageSample,
     VMDetails,
-    decode_billing_cycle,
-    decode_vm_details,
 )
 from ._secret import SecretStr
 from ._version import __version__
+
+# As Python's logging guide asks of libraries: no handler of our own but a NullHandler, so
+# an application that configures no logging gets no SDK lines on stderr from logging's
+# last resort. Configure logging (or a handler on "hostup_async") to see them.
+logging.getLogger("hostup_async").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIError",
@@ -52,6 +59,7 @@ __all__ = [
     "ConfigurationError",
     "Credentials",
     "CycleOption",
+    "DeadlineExceededError",
     "DecodeError",
     "GatewayTimeoutError",
     "HostUpClient",

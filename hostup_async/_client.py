@@ -7,7 +7,7 @@ import os
 import ssl
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 
@@ -25,20 +25,14 @@ from ._constants import (
 )
 from ._events import AttemptHook, ClientStats
 from ._exceptions import ClientClosedError, ConfigurationError
+from ._http.answer import BILLING, DETAILS
 from ._http.retry import Backoff, RetryBudget
 from ._http.transport import Transport
 from ._lifetime import NO_LOOP, NOT_A_WITH, OTHER_LOOP, hold_for_the_loop
-from ._models import (
-    BILLING_DECODER,
-    DETAILS_DECODER,
-    DETAILS_NO_LOG_DECODER,
-    BillingCycle,
-    VMDetails,
-    unwrap,
-    without_usage_log,
-)
+from ._models import BillingCycle, VMDetails
 from ._pacing import LocalPacer, Pacer
 from ._secret import SecretStr
+from ._telemetry import telemetry_for
 from ._validate import (
     check_api_key,
     check_base_url,
@@ -52,25 +46,13 @@ from ._validate import (
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
     from redis.asyncio import Redis
 
 __all__ = ["HostUpClient"]
 
 USER_AGENT = f"hostup-async/{__version__}"
-
-
-def _details(body: bytes, status: int) -> VMDetails:
-    result: VMDetails = unwrap(DETAILS_DECODER, body, status)
-    return result
-
-
-def _details_without_log(body: bytes, status: int) -> VMDetails:
-    return without_usage_log(unwrap(DETAILS_NO_LOG_DECODER, body, status))
-
-
-def _billing(body: bytes, status: int) -> BillingCycle:
-    result: BillingCycle = unwrap(BILLING_DECODER, body, status)
-    return result
 
 
 class HostUpClient:
@@ -85,7 +67,14 @@ class HostUpClient:
     ``rate_limit=None`` there is no limit until a 429 arrives after some requests got
     through, which installs one.
     No server hint is waited on beyond ``max_retry_after`` seconds (per client, or per
-    call): a longer one ends the call at once with ``RateLimitError``.
+    call): a longer one ends the call at once with ``RateLimitError``. ``deadline`` (per
+    client, or per call) bounds a whole call, every wait and retry included: a call that
+    cannot be done in time ends at once with ``DeadlineExceededError``, leaving nothing
+    queued, so a service sheds load instead of queueing it.
+
+    ``tracer_provider`` and ``meter_provider`` (with the ``otel`` extra) take
+    OpenTelemetry providers; ``None`` means the global ones. Without the extra, or with no
+    OpenTelemetry SDK configured, tracing and metrics cost next to nothing.
 
     ``base_url`` defaults to ``$HOSTUP_BASE_URL``, else HostUp's API. Requests carry
     ``User-Agent: hostup-async/<version>``, after ``user_agent`` when given (your product
@@ -115,6 +104,7 @@ class HostUpClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        deadline: float | None = None,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
         backoff: Backoff | None = None,
@@ -126,6 +116,8 @@ class HostUpClient:
         allow_http: bool = False,
         tls: ssl.SSLContext | str | os.PathLike[str] | None = None,
         shared_limit: str | Redis | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._api_key = SecretStr(check_api_key(api_key))
         if base_url is None:
@@ -146,6 +138,9 @@ class HostUpClient:
         """Retries after a failed first attempt, unless a call overrides it."""
         self.max_retry_after = check_positive("max_retry_after", max_retry_after)
         """Most seconds a server's retry hint may hold a call, unless a call overrides it."""
+        self.deadline = check_positive("deadline", deadline, allow_none=True)
+        """Most seconds one call may take, waits and retries included (``None``: no bound),
+        unless a call overrides it."""
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError(
                 f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
@@ -191,6 +186,7 @@ class HostUpClient:
                 max_pause=self.max_retry_after,
                 stats=self.stats,
             )
+        self._telemetry = telemetry_for(self.base_url, tracer_provider, meter_provider, self.stats)
         self._session: aiohttp.ClientSession | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +198,14 @@ class HostUpClient:
             f"HostUpClient(base_url={self.base_url!r}, rate_limit={self.rate_limit!r}, "
             f"max_concurrency={self.max_concurrency!r}, timeout={self.timeout!r}, "
             f"max_retries={self.max_retries!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        # A copy would hold the API key and pace apart from this client (its own rate
+        # limit, its own 429 pause): refuse, and say what to do instead.
+        raise TypeError(
+            "a HostUpClient cannot be pickled or copied: create one client per process "
+            "(or per event loop) from your settings instead"
         )
 
     async def __aenter__(self) -> HostUpClient:
@@ -313,12 +317,17 @@ class HostUpClient:
                 on_attempt=self._on_attempt,
                 on_retry=self._on_retry,
                 max_body_size=self.max_body_size,
+                telemetry=self._telemetry,
             )
         return self._transport
 
     def _call_options(
-        self, timeout: float | None, max_retries: int | None, max_retry_after: float | None
-    ) -> tuple[float, int, float]:
+        self,
+        timeout: float | None,
+        max_retries: int | None,
+        max_retry_after: float | None,
+        deadline: float | None,
+    ) -> tuple[float, int, float, float | None]:
         """Resolve per-call options against the client's defaults, checked before any I/O."""
         return (
             self.timeout if timeout is None else check_positive("timeout", timeout),
@@ -332,6 +341,7 @@ class HostUpClient:
                 if max_retry_after is None
                 else check_positive("max_retry_after", max_retry_after)
             ),
+            self.deadline if deadline is None else check_positive("deadline", deadline),
         )
 
     async def get_vm_details(
@@ -342,21 +352,24 @@ class HostUpClient:
         timeout: float | None = None,
         max_retries: int | None = None,
         max_retry_after: float | None = None,
+        deadline: float | None = None,
     ) -> VMDetails:
         """Fetch one VM's details (``GET /vm/{vmid}/details``); ``usage_log=False`` skips the log."""
         vmid = check_vmid(vmid)
         if not isinstance(usage_log, bool):
             raise TypeError(f"usage_log must be a bool, not {type(usage_log).__name__}")
-        timeout, max_retries, max_retry_after = self._call_options(
-            timeout, max_retries, max_retry_after
+        timeout, max_retries, max_retry_after, deadline = self._call_options(
+            timeout, max_retries, max_retry_after, deadline
         )
-        decode = _details if usage_log else _details_without_log
         return await self._open().get(
             f"/vm/{vmid}/details",
-            decode,
+            DETAILS[usage_log],
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
+            deadline=deadline,
+            operation="get_vm_details",
+            vmid=vmid,
         )
 
     async def get_billing_cycle(
@@ -366,18 +379,22 @@ class HostUpClient:
         timeout: float | None = None,
         max_retries: int | None = None,
         max_retry_after: float | None = None,
+        deadline: float | None = None,
     ) -> BillingCycle:
         """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
         vmid = check_vmid(vmid)
-        timeout, max_retries, max_retry_after = self._call_options(
-            timeout, max_retries, max_retry_after
+        timeout, max_retries, max_retry_after, deadline = self._call_options(
+            timeout, max_retries, max_retry_after, deadline
         )
         return await self._open().get(
             f"/vm/{vmid}/billing-cycle",
-            _billing,
+            BILLING,
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
+            deadline=deadline,
+            operation="get_billing_cycle",
+            vmid=vmid,
         )
 
     def stream_vms(

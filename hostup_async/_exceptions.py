@@ -15,6 +15,7 @@ HostUpError
 │       └── GatewayTimeoutError     504
 ├── TransportError              connection refused or reset, body cut short
 │   └── RequestTimeoutError         an attempt ran past its timeout
+├── DeadlineExceededError       a call's deadline passed, waits included (also a TimeoutError)
 ├── RetryBudgetExhaustedError   retries suspended after sustained failure (fail fast)
 ├── ResponseTooLargeError       a body above the client's max_body_size (not retried)
 └── DecodeError                 a 2xx body that is not JSON or does not fit the schema
@@ -32,6 +33,7 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "ConfigurationError",
+    "DeadlineExceededError",
     "DecodeError",
     "GatewayTimeoutError",
     "HostUpError",
@@ -160,6 +162,19 @@ class RetryBudgetExhaustedError(HostUpError):
     def __init__(self, message: str, *, last_error: BaseException | None = None) -> None:
         super().__init__(message)
         #: The error of the attempt that would have been retried.
+        self.last_error = last_error
+
+
+class DeadlineExceededError(HostUpError, TimeoutError):
+    """A call could not finish within its ``deadline``: it ended at once, nothing left queued."""
+
+    def __init__(
+        self, message: str, *, deadline: float, last_error: BaseException | None = None
+    ) -> None:
+        super().__init__(message)
+        #: The call's deadline, in seconds.
+        self.deadline = deadline
+        #: The error of the last attempt, when one was made and failed.
         self.last_error = last_error
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-__all__ = ["lenient_decode"]
+__all__ = ["lenient_convert", "loose_decode"]
 
 _NUMBERS = (mi.IntType, mi.FloatType, mi.DecimalType)
 
@@ -23,12 +23,16 @@ _NUMBERS = (mi.IntType, mi.FloatType, mi.DecimalType)
 _LOOSE = msgspec.json.Decoder(float_hook=Decimal)
 
 
-def lenient_decode(raw: bytes | bytearray | memoryview | str, type_: Any, dec_hook: Any) -> Any:
-    """Decode ``raw`` as ``type_`` after reshaping what the API is known to get wrong.
+def loose_decode(raw: bytes | bytearray | memoryview | str) -> Any:
+    """Decode ``raw`` as plain JSON, every fraction a ``Decimal`` (money stays exact)."""
+    return _LOOSE.decode(raw)
+
+
+def lenient_convert(loose: Any, type_: Any, dec_hook: Any) -> Any:
+    """Convert plain decoded JSON to ``type_`` after reshaping what the API is known to get wrong.
 
     Raises msgspec errors like the fast path when the body still does not fit.
     """
-    loose = _LOOSE.decode(raw)
     return msgspec.convert(_clean(loose, _info(type_)), type=type_, strict=False, dec_hook=dec_hook)
 
 

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from ._exceptions import APIError, DecodeError, RateLimitError, error_for_status
-from ._http.retry import parse_retry_after
-from ._lenient import lenient_decode
+from ._exceptions import DecodeError
+from ._lenient import lenient_convert, loose_decode
 from ._secret import SecretStr
 
 __all__ = [
@@ -27,10 +26,12 @@ __all__ = [
     "Pricing",
     "PricingCycle",
     "UsageSample",
+    "Unsuccessful",
     "VMDetails",
-    "api_error",
-    "decode_billing_cycle",
-    "decode_vm_details",
+    "json_shape",
+    "text_or_none",
+    "unwrap",
+    "without_usage_log",
 ]
 
 if TYPE_CHECKING:
@@ -338,24 +339,11 @@ T = TypeVar("T")
 
 
 class _Envelope(msgspec.Struct, Generic[T], rename={"request_id": "requestId"}):
-    """The wrapper around every answer: success flag, request id, and the data or error."""
+    """The wrapper around every answer: success flag, request id, and the data."""
 
     success: bool = True
     request_id: str | None = None
     data: T | None = None
-    error: Any = None
-    message: Any = None
-    code: Any = None
-
-
-class _Status(msgspec.Struct, rename={"request_id": "requestId"}):
-    """Just enough of any JSON body to tell success from failure, and the request id."""
-
-    success: bool = True
-    request_id: Any = None
-    error: Any = None
-    message: Any = None
-    code: Any = None
 
 
 # A view without the usage log: msgspec skips the unknown key without building it.
@@ -383,15 +371,12 @@ DETAILS_NO_LOG_DECODER = msgspec.json.Decoder(
     dec_hook=_secret_hook,
 )
 BILLING_DECODER = msgspec.json.Decoder(_Envelope[BillingCycle], strict=False)
-_STATUS = msgspec.json.Decoder(_Status, strict=False)
 
 
-# Bounds on the server's text kept in an error: a message or a non-JSON body (an HTML
-# page), and a code or request id. A hostile server may send megabytes of either.
+# Bounds on the server's text kept in an error: a message, and a code or request id. A
+# hostile server may send megabytes of either.
 _MAX_TEXT = 500
 _MAX_FIELD = 200
-# Deepest nesting of an error body kept as decoded JSON; real ones nest two or three deep.
-_MAX_DEPTH = 64
 
 
 def text_or_none(value: Any, limit: int = _MAX_FIELD) -> str | None:
@@ -413,103 +398,65 @@ def text_or_none(value: Any, limit: int = _MAX_FIELD) -> str | None:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def sniff_status(raw: bytes | bytearray | memoryview | str) -> _Status | None:
-    """Read the success flag, request id and error fields of any JSON body, if it is JSON."""
-    try:
-        return _STATUS.decode(raw)
-    except (msgspec.DecodeError, ValueError, RecursionError):
-        return None
+class _RequestId(msgspec.Struct, rename={"request_id": "requestId"}):
+    """Only the request id of a body: the rest is skipped unread."""
+
+    request_id: Any = None
 
 
-def api_error(
-    status: int, raw: bytes | bytearray | memoryview | str, retry_after: str | None = None
-) -> APIError:
-    """Build the error for an answer that is one: a non-2xx status, or ``success: false``.
+_REQUEST_ID = msgspec.json.Decoder(_RequestId)
 
-    This is the one place an error is made from a server's answer. Every string taken
-    from it is cut to a bound; the transport masks the API key in the raw body before
-    this runs, so nothing here can carry it. A body that is not JSON (a gateway's HTML
-    page) maps by status, with its first characters as ``body``. ``retry_after`` is the
-    ``Retry-After`` header, read for a 429.
+
+def json_shape(raw: bytes | bytearray | memoryview | str) -> tuple[bool, str | None]:
+    """For a body that failed to decode: whether it is JSON at all, and its ``requestId``.
+
+    Only the request id is read; msgspec skips the rest without checking its text.
     """
-    head = sniff_status(raw)
-    body: Any = None
-    if head is not None:
-        try:
-            body = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError):
-            body = None  # the error fields were readable; the rest need not be
-    if head is None or not _shallow(body):
-        # Not JSON, or JSON nested so deep that printing, copying or pickling the error
-        # would exhaust the recursion limit: keep the start of its text instead.
-        text = (
-            raw if isinstance(raw, str) else bytes(raw[: _MAX_TEXT * 4]).decode("utf-8", "replace")
-        )
-        body = text[:_MAX_TEXT]
-    message = code = request_id = None
-    if head is not None:
-        message = text_or_none(head.message, _MAX_TEXT) or text_or_none(head.error, _MAX_TEXT)
-        code = text_or_none(head.code)
-        request_id = text_or_none(head.request_id)
-    if not message:
-        message = (
-            f"the API answered {status} without an error message"
-            if status >= 300
-            else "the API reported success: false"
-        )
-    cls = error_for_status(status) if status >= 400 else APIError
-    if cls is RateLimitError:
-        hint = body.get("retryAfter") if isinstance(body, dict) else None
-        return RateLimitError(
-            message,
-            status=status,
-            code=code,
-            request_id=request_id,
-            body=body,
-            retry_after=parse_retry_after(hint, retry_after),
-        )
-    return cls(message, status=status, code=code, request_id=request_id, body=body)
+    try:
+        return True, text_or_none(_REQUEST_ID.decode(raw).request_id)
+    except (msgspec.ValidationError, UnicodeDecodeError):
+        return True, None
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return False, None
 
 
-def _shallow(value: Any, limit: int = _MAX_DEPTH) -> bool:
-    """Whether ``value`` nests lists and objects at most ``limit`` deep (walked without recursion)."""
-    stack = [(value, 1)] if isinstance(value, (list, dict)) else []
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return False
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
-    return True
+class Unsuccessful(Exception):
+    """An envelope that says ``success: false``: the HTTP layer turns the body into an ``APIError``."""
 
 
-def _decode_error(message: str, head: _Status | None) -> DecodeError:
+def _decode_error(message: str, request_id: Any) -> DecodeError:
     """Build the error for a 2xx body that does not decode; its text is cut to a bound."""
     if len(message) > _MAX_TEXT:
         message = message[:_MAX_TEXT] + "..."
-    request_id = text_or_none(head.request_id) if head is not None else None
-    return DecodeError(message, request_id=request_id)
+    return DecodeError(message, request_id=text_or_none(request_id))
 
 
-def unwrap(
-    decoder: msgspec.json.Decoder[Any], raw: bytes | bytearray | memoryview | str, status: int
-) -> Any:
-    """Decode an envelope; raise APIError for ``success: false`` and DecodeError for bad bodies."""
+def unwrap(decoder: msgspec.json.Decoder[Any], raw: bytes | bytearray | memoryview | str) -> Any:
+    """Decode an envelope and return its data, with the answer's request id set on it.
+
+    A body the strict decode rejects is decoded again, leniently. Raises ``Unsuccessful``
+    for ``success: false``, ``DecodeError`` for JSON that does not fit the schema, and lets
+    msgspec's ``DecodeError`` (and ``UnicodeDecodeError``, ``RecursionError``) through for a
+    body that is not JSON at all, which the caller may retry.
+    """
     try:
         envelope = decoder.decode(raw)
-    except msgspec.ValidationError:
-        head = sniff_status(raw)
-        if head is not None and head.success is False:
-            raise api_error(status, raw) from None
+    except msgspec.ValidationError as strict:
         try:
-            envelope = lenient_decode(raw, decoder.type, _secret_hook)
+            loose = loose_decode(raw)  # the JSON is valid: only its shape was wrong
+        except (msgspec.DecodeError, RecursionError):
+            raise _decode_error(f"response body does not fit the schema: {strict}", None) from None
+        fields = loose if isinstance(loose, dict) else {}
+        if fields.get("success") is False:
+            raise Unsuccessful from None
+        try:
+            envelope = lenient_convert(loose, decoder.type, _secret_hook)
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-            raise _decode_error(f"response body does not fit the schema: {exc}", head) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        # msgspec lets invalid UTF-8 inside a JSON string through as UnicodeDecodeError.
-        raise _decode_error(f"response body is not valid JSON: {exc}", sniff_status(raw)) from None
+            raise _decode_error(
+                f"response body does not fit the schema: {exc}", fields.get("requestId")
+            ) from None
     if not envelope.success:
-        raise api_error(status, raw)
+        raise Unsuccessful
     if envelope.data is None:
         raise DecodeError(
             "response body has no `data` object - at `$.data`",
@@ -518,16 +465,6 @@ def unwrap(
     data = envelope.data
     data.request_id = envelope.request_id
     return data
-
-
-def decode_vm_details(
-    raw: bytes | bytearray | memoryview | str, *, usage_log: bool = True
-) -> VMDetails:
-    """Decode a ``/vm/{vmid}/details`` body into ``VMDetails``; ``usage_log=False`` skips the log."""
-    if usage_log:
-        result: VMDetails = unwrap(DETAILS_DECODER, raw, 200)
-        return result
-    return without_usage_log(unwrap(DETAILS_NO_LOG_DECODER, raw, 200))
 
 
 def without_usage_log(view: Any) -> VMDetails:
@@ -540,9 +477,3 @@ def without_usage_log(view: Any) -> VMDetails:
             f"response body does not fit the schema: {exc} - at `$.data`"[:_MAX_TEXT],
             request_id=text_or_none(view.request_id),
         ) from None
-
-
-def decode_billing_cycle(raw: bytes | bytearray | memoryview | str) -> BillingCycle:
-    """Decode a ``/vm/{vmid}/billing-cycle`` body into ``BillingCycle``."""
-    result: BillingCycle = unwrap(BILLING_DECODER, raw, 200)
-    return result

@@ -53,6 +53,8 @@ from ._portal import Portal, Runtime
 from ._secret import SecretStr
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
     from redis.asyncio import Redis
 
 __all__ = ["HostUpClient"]
@@ -141,6 +143,7 @@ class HostUpClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        deadline: float | None = None,
         session: aiohttp.ClientSession | None = None,
         retry_budget: RetryBudget | None = None,
         backoff: Backoff | None = None,
@@ -152,6 +155,8 @@ class HostUpClient:
         allow_http: bool = False,
         tls: ssl.SSLContext | str | os.PathLike[str] | None = None,
         shared_limit: str | Redis | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if session is not None:
             raise ConfigurationError(
@@ -165,6 +170,7 @@ class HostUpClient:
             "timeout": timeout,
             "max_retries": max_retries,
             "max_retry_after": max_retry_after,
+            "deadline": deadline,
             "backoff": backoff,
             "retry_budget": retry_budget,
             "on_attempt": on_attempt,
@@ -175,6 +181,8 @@ class HostUpClient:
             "allow_http": allow_http,
             "tls": tls,
             "shared_limit": shared_limit,
+            "tracer_provider": tracer_provider,
+            "meter_provider": meter_provider,
         }
         first = AsyncHostUpClient(api_key, **options)  # every check, before any thread
         key = SecretStr(api_key) if isinstance(api_key, str) else None
@@ -276,6 +284,7 @@ class HostUpClient:
         timeout: float | None = None,
         max_retries: int | None = None,
         max_retry_after: float | None = None,
+        deadline: float | None = None,
     ) -> VMDetails:
         """Fetch one VM's details (``GET /vm/{vmid}/details``); ``usage_log=False`` skips the log."""
         runtime = self._runtime()
@@ -286,6 +295,7 @@ class HostUpClient:
                 timeout=timeout,
                 max_retries=max_retries,
                 max_retry_after=max_retry_after,
+                deadline=deadline,
             )
         )
 
@@ -296,12 +306,17 @@ class HostUpClient:
         timeout: float | None = None,
         max_retries: int | None = None,
         max_retry_after: float | None = None,
+        deadline: float | None = None,
     ) -> BillingCycle:
         """Fetch one VM's billing cycle and options (``GET /vm/{vmid}/billing-cycle``)."""
         runtime = self._runtime()
         return runtime.call(
             runtime.resource.get_billing_cycle(
-                vmid, timeout=timeout, max_retries=max_retries, max_retry_after=max_retry_after
+                vmid,
+                timeout=timeout,
+                max_retries=max_retries,
+                max_retry_after=max_retry_after,
+                deadline=deadline,
             )
         )
 

@@ -24,7 +24,7 @@ from hostup_async._constants import (
     ADAPTIVE_REST_TIME,
     ADAPTIVE_THIN_BACKOFF,
 )
-from hostup_async._http.retry import quota_spent_wait
+from hostup_async._http.hints import quota_spent_wait
 from hostup_async._pacing import LocalPacer, Pause, PauseTooLong
 from hostup_async._pacing.adaptive import AdaptiveRate, _Log
 from hostup_async._pacing.bucket import SendBucket

@@ -171,9 +171,13 @@ async def test_debug_log_per_attempt_without_the_key(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="hostup_async")
     vm = await client.get_vm_details(9)
-    lines = [r.getMessage() for r in caplog.records if r.name == "hostup_async"]
+    records = [r for r in caplog.records if r.name == "hostup_async.http"]
+    lines = [r.getMessage() for r in records]
     assert len(lines) == 1
     assert "GET /vm/9/details -> 200" in lines[0]
+    # The facts ride along as fields, for JSON formatters.
+    facts = {k: getattr(records[0], k, None) for k in ("vmid", "attempt", "status", "request_id")}
+    assert facts == {"vmid": 9, "attempt": 1, "status": 200, "request_id": vm.request_id}
     assert "attempt 1" in lines[0]
     assert str(vm.request_id) in lines[0]
     assert all(API_KEY not in line for line in caplog.text.splitlines())

@@ -20,7 +20,7 @@ from hostup_async import (
     ServerError,
     TransportError,
 )
-from hostup_async._http.retry import parse_retry_after
+from hostup_async._http.hints import parse_retry_after
 from hostup_async._pacing.pause import pause_spread
 from hostup_async.testing import FakeHostUp, Fault
 

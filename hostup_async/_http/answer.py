@@ -1,21 +1,49 @@
-"""What one attempt got back, and the one place where it becomes a result or a HostUp error."""
+"""What one attempt got back, and the one place it is read: into an ``Outcome``.
+
+An answer is parsed once (a 2xx body that fails to decode gets one quick look more, to tell
+JSON from a mangled body). The ``Outcome`` carries everything after it needs: the result or
+the error, whether another try may differ, the server's wait and a spent quota (for the
+pacer and the retry policy), and the request id (for logs and hooks).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 import aiohttp
+import msgspec
 
-from .._exceptions import DecodeError, HostUpError, ResponseTooLargeError
-from .._models import api_error, sniff_status, text_or_none
+from .._exceptions import DecodeError, HostUpError, RateLimitError, ResponseTooLargeError
+from .._models import (
+    BILLING_DECODER,
+    DETAILS_DECODER,
+    DETAILS_NO_LOG_DECODER,
+    BillingCycle,
+    Unsuccessful,
+    VMDetails,
+    json_shape,
+    unwrap,
+    without_usage_log,
+)
 from .._secret import Redactor
+from .errors import api_error
+from .hints import parse_retry_after, quota_spent_wait
+from .retry import retryable_status
 
-__all__ = ["Answer", "interpret", "read_body"]
+__all__ = [
+    "Answer",
+    "Outcome",
+    "decode_billing_cycle",
+    "decode_vm_details",
+    "read_body",
+    "settle",
+]
 
 T = TypeVar("T")
 
 _CHUNK = 64 * 1024
+_NO_HEADERS: Mapping[str, str] = {}
 
 
 class Answer:
@@ -23,11 +51,37 @@ class Answer:
 
     __slots__ = ("body", "headers", "sent_at", "status")
 
-    def __init__(self, status: int, headers: Any, body: bytes, sent_at: float) -> None:
+    def __init__(
+        self, status: int, headers: Mapping[str, str], body: bytes, sent_at: float
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.sent_at = sent_at
+
+
+class Outcome(msgspec.Struct, Generic[T]):
+    """One attempt, read once: what every later step (pacer, retry policy, report) reads.
+
+    A Struct: built in C, as one is made per attempt on the hot path.
+    """
+
+    sent_at: float
+    """When the request went, on the pacer's clock."""
+    status: int | None = None
+    """HTTP status, or ``None`` when no answer came (transport error, timeout)."""
+    result: T | None = None
+    """The decoded result when the attempt succeeded."""
+    error: HostUpError | None = None
+    """The HostUp error the attempt ended in, or ``None``."""
+    retryable: bool = False
+    """Whether another try may end differently."""
+    server_wait: float | None = None
+    """Seconds the server asked to wait (``retryAfter`` or ``Retry-After``), if it did."""
+    quota_wait: float | None = None
+    """Seconds until the quota resets, when an accepted answer said none is left."""
+    request_id: str | None = None
+    """The answer's ``requestId``, when there was one."""
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
@@ -37,9 +91,9 @@ async def read_body(response: aiohttp.ClientResponse, limit: int, what: str) -> 
     costs at most ``limit`` bytes (aiohttp inflates in bounded steps as it is read).
     """
     length = response.content_length
-    if length is not None and length > limit and not response.headers.get("Content-Encoding"):
-        raise _too_large(what, limit)
-    if length is not None and length <= limit and not response.headers.get("Content-Encoding"):
+    if length is not None and not response.headers.get("Content-Encoding"):
+        if length > limit:
+            raise _too_large(what, limit)
         return await response.read()  # the common case: one read, no chunk loop
     chunks: list[bytes] = []
     size = 0
@@ -57,25 +111,113 @@ def _too_large(what: str, limit: int) -> ResponseTooLargeError:
     )
 
 
-def interpret(answer: Answer, decode: Callable[[bytes, int], T], redactor: Redactor) -> T:
-    """Decode a 2xx answer into a result, or build the typed error for any other answer.
+def settle(
+    answer: Answer,
+    decode: Callable[[bytes], T],
+    redactor: Redactor | None,
+    base_url: str | None = None,
+) -> Outcome[T]:
+    """Read an answer once: a 2xx body into a result, any other answer into its typed error.
 
-    The API key is masked in the raw body first, once, so neither a result nor an error
-    can carry it whatever field the server echoed it into. Every error made from an answer
-    is made here (or by ``api_error``, which this calls), so each is safe to print.
+    The API key is masked in the raw body first, so neither a result nor an error can carry
+    it whatever field the server echoed it into. ``base_url`` is named in a bare 404's hint.
     """
-    answer.body = redactor.body(answer.body)
-    if 200 <= answer.status < 300:
+    body = answer.body if redactor is None else redactor.body(answer.body)
+    status = answer.status
+    headers = answer.headers
+    error: HostUpError
+    if 200 <= status < 300:
+        retryable = False
         try:
-            return decode(answer.body, answer.status)
-        except HostUpError:
-            raise
-        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
-            # Defence in depth: whatever a decoder lets slip (such as a UnicodeDecodeError
-            # from invalid UTF-8 inside a string), callers only ever see HostUp errors.
-            head = sniff_status(answer.body)
-            raise DecodeError(
-                f"response body could not be decoded ({type(exc).__name__})",
-                request_id=text_or_none(head.request_id) if head is not None else None,
-            ) from None
-    raise api_error(answer.status, answer.body, answer.headers.get("Retry-After"))
+            result = decode(body)
+        except Unsuccessful:
+            error = api_error(status, body)
+        except HostUpError as exc:
+            error = exc  # JSON that does not fit the schema: the same on every try
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            shaped, request_id = json_shape(body)
+            if shaped:
+                # JSON, but with text that is not UTF-8 or nested past any use: the server
+                # will send the same again.
+                error = DecodeError(
+                    f"response body could not be decoded: {str(exc)[:200]}",
+                    request_id=request_id,
+                )
+            else:
+                # Not JSON at all (cut short, a proxy's page): mangled on the way, so
+                # another try may be whole.
+                error = DecodeError(f"response body is not valid JSON: {str(exc)[:200]}")
+                retryable = True
+        except (ValueError, TypeError, OverflowError) as exc:
+            # Defence in depth: whatever a decoder lets slip, callers see HostUp errors.
+            error = DecodeError(f"response body could not be decoded ({type(exc).__name__})")
+        else:
+            return Outcome(
+                answer.sent_at,
+                status=status,
+                result=result,
+                quota_wait=quota_spent_wait(headers),
+                request_id=getattr(result, "request_id", None),
+            )
+        return Outcome(
+            answer.sent_at,
+            status=status,
+            error=error,
+            retryable=retryable,
+            quota_wait=quota_spent_wait(headers),
+            request_id=getattr(error, "request_id", None),
+        )
+    header = headers.get("Retry-After")
+    error = api_error(status, body, header, base_url=base_url)
+    if isinstance(error, RateLimitError):
+        server_wait, quota_wait = error.retry_after, None
+    else:
+        server_wait, quota_wait = parse_retry_after(None, header), quota_spent_wait(headers)
+    return Outcome(
+        answer.sent_at,
+        status=status,
+        error=error,
+        retryable=retryable_status(status),
+        server_wait=server_wait,
+        quota_wait=quota_wait,
+        request_id=error.request_id,
+    )
+
+
+def _details(raw: bytes) -> VMDetails:
+    result: VMDetails = unwrap(DETAILS_DECODER, raw)
+    return result
+
+
+def _details_without_log(raw: bytes) -> VMDetails:
+    return without_usage_log(unwrap(DETAILS_NO_LOG_DECODER, raw))
+
+
+def _billing(raw: bytes) -> BillingCycle:
+    result: BillingCycle = unwrap(BILLING_DECODER, raw)
+    return result
+
+
+#: The decode for each endpoint's 2xx body, by whether the usage log is wanted.
+DETAILS: dict[bool, Callable[[bytes], VMDetails]] = {True: _details, False: _details_without_log}
+BILLING: Callable[[bytes], BillingCycle] = _billing
+
+
+def _decoded(raw: Any, decode: Callable[[bytes], T]) -> T:
+    """Read ``raw`` as a 200 answer's body: the result, or raise its HostUp error."""
+    outcome = settle(Answer(200, _NO_HEADERS, raw, 0.0), decode, None)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result  # type: ignore[return-value]
+
+
+def decode_vm_details(
+    raw: bytes | bytearray | memoryview | str, *, usage_log: bool = True
+) -> VMDetails:
+    """Decode a ``/vm/{vmid}/details`` body into ``VMDetails``; ``usage_log=False`` skips the log."""
+    return _decoded(raw, DETAILS[usage_log])
+
+
+def decode_billing_cycle(raw: bytes | bytearray | memoryview | str) -> BillingCycle:
+    """Decode a ``/vm/{vmid}/billing-cycle`` body into ``BillingCycle``."""
+    return _decoded(raw, BILLING)

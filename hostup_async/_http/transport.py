@@ -1,14 +1,21 @@
-"""The one request path: concurrency cap, rate limit, timeout, retries, error mapping, decoding."""
+"""The one request path: each attempt is read once into an ``Outcome``, then paced, judged, reported.
+
+``Transport.get`` reads as its steps: **attempt** (wait for a turn and a slot, exchange,
+read the answer once) → **pacer** (tell it what the server said) → **policy** (retry, and
+after how long, or end) → **report** (log, hooks, telemetry). A bound on the whole call
+(``deadline``) covers every wait in between.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 from collections.abc import Callable
 from logging import DEBUG
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
@@ -17,26 +24,33 @@ from .._constants import DECODE_OFF_LOOP_SIZE, DEFAULT_MAX_BODY_SIZE
 from .._events import AttemptEvent, AttemptHook, ClientStats
 from .._exceptions import (
     ClientClosedError,
+    DeadlineExceededError,
     HostUpError,
     RateLimitError,
     RequestTimeoutError,
     RetryBudgetExhaustedError,
     TransportError,
 )
-from .._models import sniff_status
 from .._pacing import Pacer, PauseTooLong
 from .._pacing.pause import pause_spread
 from .._secret import Redactor
-from .answer import Answer as _Answer
-from .answer import interpret, read_body
-from .retry import Backoff, RetryBudget, is_retryable, quota_spent_wait, server_wait_of
+from .answer import Answer, Outcome, read_body, settle
+from .retry import Backoff, RetryBudget
 
-__all__ = ["Transport", "logger"]
+if TYPE_CHECKING:
+    from .._telemetry import CallTrace, Telemetry
 
-#: The SDK's logger; every attempt is logged here at DEBUG, never with the API key.
-logger = logging.getLogger("hostup_async")
+__all__ = ["Transport", "http_logger", "pacing_logger"]
+
+#: Every attempt at DEBUG; a call that still fails after retrying at WARNING.
+http_logger = logging.getLogger("hostup_async.http")
+#: A 429 pause and a lowered rate at INFO.
+pacing_logger = logging.getLogger("hostup_async.pacing")
 
 T = TypeVar("T")
+
+# The policy's verdict on a success: no retry, no error.
+_DONE: tuple[None, None] = (None, None)
 
 # Distinct per-call timeouts whose aiohttp ClientTimeout is kept; past this the cache is
 # cleared, so a caller passing a fresh timeout on every call cannot grow it without bound.
@@ -61,12 +75,14 @@ class Transport:
         on_attempt: AttemptHook | None,
         on_retry: AttemptHook | None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._session = session
         # Request URLs are built from the parsed base URL with a pre-encoded path: parsing
         # and encoding a fresh URL string per request was a few percent of a bulk fetch's
         # CPU, and the paths need no encoding (the vmid in them is a checked int).
         self._base_url = URL(base_url)
+        self._base_text = base_url
         self._base_path = self._base_url.raw_path.rstrip("/")
         self._headers = headers
         self._redactor = Redactor(secret)
@@ -78,104 +94,66 @@ class Transport:
         self._stats = stats
         self._on_attempt = on_attempt
         self._on_retry = on_retry
+        self._telemetry = telemetry
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # Send permits granted to calls that were cancelled (or ran out of time) before
+        # they could use them: the next call sends in one instead of asking the pacer, so
+        # a permit (a shared slot already logged in Redis) is never lost.
+        self._spare: collections.deque[float] = collections.deque()
+        # Calls waiting for a turn from the pacer: with its rate, how long a new one waits.
+        self._waiting = 0
+        self._loop = asyncio.get_running_loop()
         #: Set when the client closes; attempts after that raise ClientClosedError.
         self.closed = False
         # Done when the client closes: wakes calls sleeping in a backoff or a 429 pause.
-        self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing: asyncio.Future[None] = self._loop.create_future()
 
     async def get(
         self,
         path: str,
-        decode: Callable[[bytes, int], T],
+        decode: Callable[[bytes], T],
         *,
         timeout: float,
         max_retries: int,
         max_retry_after: float,
+        deadline: float | None = None,
+        operation: str = "get",
+        vmid: int | None = None,
     ) -> T:
         """GET ``path`` and decode the answer, retrying what is worth retrying.
 
         No wait the server asks for (a 429's hint, or the client-wide pause it caused) is
         sat out beyond ``max_retry_after`` seconds: such a call ends in ``RateLimitError``.
+        With a ``deadline`` (seconds) the whole call, every wait and retry included, ends
+        by then with ``DeadlineExceededError``, at once when a wait could not end in time.
         """
-        spent = 0
-        attempt = 0
-        while True:
-            attempt += 1
-            answer: _Answer | None = None
-            if self._pacer.paused_for() > 0:
-                await self._sit_out_pause(path, max_retry_after)  # holding no slot
-            # The slot is held for one attempt only: backoff sleeps below let others run.
-            # (acquire/release, not `async with`: two coroutines fewer on the hot path.)
-            await self._slots.acquire()
-            try:
-                sent_at = self._pacer.try_acquire()
-                if sent_at is None:
-                    sent_at = await self._wait_for_turn(path, max_retry_after)
-                self._stats.requests += 1
-                started = time.perf_counter()  # latency excludes the wait for the limiter
-                try:
-                    answer = await self._send(path, timeout, sent_at)
-                    result = (
-                        self._interpret(answer, decode)
-                        if len(answer.body) < DECODE_OFF_LOOP_SIZE
-                        else await self._interpret_off_loop(answer, decode)
-                    )
-                except HostUpError as exc:
-                    error: HostUpError | None = exc
-                else:
-                    error = None
-            finally:
-                self._slots.release()
-            if error is None:
-                self._pacer.on_accepted(
-                    sent_at, quota_spent_wait(answer.headers) if answer is not None else None
-                )
-                self._budget.on_success(spent)
-                if attempt > 1 or self._on_attempt is not None or logger.isEnabledFor(DEBUG):
-                    request_id = getattr(result, "request_id", None)
-                    self._report(
-                        path, attempt=attempt, answer=answer, started=started, request_id=request_id
-                    )
-                return result
-
-            if answer is not None and answer.status == 429 and isinstance(error, RateLimitError):
-                # Every 429 paces the whole client (pause, adaptive rate), retried or not.
-                self._pacer.on_rate_limited(answer.sent_at, error.retry_after)
-                if error.retry_after is not None and error.retry_after > max_retry_after:
-                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
-                    raise error  # asked to wait longer than the caller allows: end it now
-            elif answer is not None:
-                self._pacer.on_accepted(answer.sent_at, quota_spent_wait(answer.headers))
-            body_is_json = answer is None or sniff_status(answer.body) is not None
-            retry_in: float | None = None
-            if attempt <= max_retries and is_retryable(error, body_is_json):
-                server_wait = server_wait_of(error, answer.headers if answer else None)
-                retry_in = self._backoff.delay(attempt, server_wait)
-                cost = (
-                    self._budget.timeout_cost
-                    if isinstance(error, RequestTimeoutError)
-                    else self._budget.retry_cost
-                )
-                if not self._budget.try_spend(cost):
-                    self._report(path, attempt=attempt, answer=answer, started=started, error=error)
-                    raise RetryBudgetExhaustedError(
-                        "retries suspended: too many recent calls failed; "
-                        f"the last attempt failed with: {error}",
-                        last_error=error,
-                    ) from error
-                spent += cost
-            self._report(
-                path,
-                attempt=attempt,
-                answer=answer,
-                started=started,
-                error=error,
-                retry_in=retry_in,
-            )
-            if retry_in is None:
-                raise error
-            await self._nap(retry_in)
+        call = _Call(path, vmid, timeout, max_retry_after, deadline, self._loop)
+        if self._telemetry is not None:
+            call.trace = self._telemetry.start_call(operation, vmid)
+        try:
+            while True:
+                call.attempt += 1
+                outcome = await self._attempt(call, decode)  # attempt
+                self._pace(call, outcome)  # pacer
+                retry_in, error = self._judge(call, outcome, max_retries)  # policy
+                if (
+                    error is not None
+                    or call.attempt > 1
+                    or self._on_attempt is not None
+                    or http_logger.isEnabledFor(DEBUG)
+                ):
+                    self._report(call, outcome, retry_in, error)  # report
+                if error is None:
+                    if call.trace is not None:
+                        call.trace.end(None)
+                    return outcome.result  # type: ignore[return-value]
+                if retry_in is None:
+                    raise error
+                await self._nap(retry_in)
+        except BaseException as exc:
+            if call.trace is not None:
+                call.trace.end(exc)
+            raise
 
     def close(self) -> None:
         """Refuse new attempts and wake the calls that are waiting, so they end at once."""
@@ -183,85 +161,364 @@ class Transport:
         if not self._closing.done():
             self._closing.set_result(None)
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep ``seconds`` before a retry, or less if the client closes meanwhile."""
-        await asyncio.wait((self._closing,), timeout=seconds)
+    # -- attempt ---------------------------------------------------------------------------
 
-    async def _wait_for_turn(self, path: str, max_pause: float) -> float:
-        """Wait for the rate limit and any 429 pause; return the pacer's time of sending."""
-        asked = time.perf_counter()
-        turn = asyncio.ensure_future(self._pacer.acquire(max_pause))
+    async def _attempt(self, call: _Call, decode: Callable[[bytes], T]) -> Outcome[T]:
+        """Wait for a turn and a slot, make one exchange, and read the answer once."""
+        slots = self._slots
+        if call.until is None and self._pacer.paused_for() <= 0:
+            # The common case inline (no coroutine more on the hot path): a slot (no
+            # deadline bounds the wait for one), then a permit at once.
+            await slots.acquire()
+            sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
+            if sent_at is None:
+                slots.release()
+                sent_at = await self._admit(call)
+        else:
+            sent_at = await self._admit(call)
         try:
-            await asyncio.wait((turn, self._closing), return_when=asyncio.FIRST_COMPLETED)
+            path = call.path
+            if self.closed or self._session.closed:
+                raise self._closed_error(path)
+            timeout = call.timeout
+            bounded = False  # whether the deadline, not the timeout, bounds this attempt
+            if call.until is not None:
+                left = call.until - self._loop.time()
+                if left <= 0:
+                    raise call.out_of_time("no time was left to send it")
+                if left < timeout:
+                    timeout, bounded = left, True
+            self._stats.requests += 1
+            call.started = time.perf_counter()  # latency excludes the waits
+            trace = call.trace
+            span = trace.start_attempt(call.attempt, path) if trace is not None else None
+            failure: HostUpError | None = None
+            # While our own CLIENT span traces the attempt, aiohttp's instrumentation does not.
+            quiet = trace.quiet_http() if trace is not None else None
+            try:
+                async with self._session.get(
+                    self._base_url.with_path(self._base_path + path, encoded=True),
+                    headers=self._headers,
+                    timeout=self._client_timeout(timeout),
+                    allow_redirects=False,
+                    raise_for_status=False,  # a caller's session may say otherwise
+                ) as response:
+                    body = await read_body(response, self._max_body_size, f"GET {path}")
+                    answer = Answer(response.status, response.headers, body, sent_at)
+            except HostUpError as exc:
+                failure = exc  # the body was too large
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                failure = self._failure(call, exc, timeout, bounded)
+            except RuntimeError as exc:
+                if not (self.closed or self._session.closed):
+                    raise
+                failure = self._failure(call, exc, timeout, bounded)
+            finally:
+                if quiet is not None:
+                    quiet()
+            if failure is not None:
+                # Made outside the except blocks, so the aiohttp error is not kept as
+                # __context__: its request_info holds the request headers, key included.
+                outcome: Outcome[T] = Outcome(
+                    sent_at, error=failure, retryable=isinstance(failure, TransportError)
+                )
+            else:
+                if answer.status == 429:
+                    self._stats.rate_limited += 1
+                outcome = (
+                    settle(answer, decode, self._redactor, self._base_text)
+                    if len(body) < DECODE_OFF_LOOP_SIZE
+                    # A large body's decode must not stall the loop: a worker thread reads it.
+                    else await asyncio.to_thread(
+                        settle, answer, decode, self._redactor, self._base_text
+                    )
+                )
+            if self._telemetry is not None:
+                self._telemetry.attempted(outcome, time.perf_counter() - call.started)
+                if span is not None:
+                    trace.end_attempt(span, outcome)  # type: ignore[union-attr]
+            return outcome
         finally:
+            slots.release()
+
+    async def _admit(self, call: _Call) -> float:
+        """Wait out a pause, then for a send permit and a slot; return the send time, slot held."""
+        if self._pacer.paused_for() > 0:
+            await self._sit_out_pause(call)  # holding no slot
+        await self._take_slot(call)
+        sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
+        if sent_at is not None:
+            return sent_at  # the common case: a slot and a permit at once
+        # Wait for the turn holding no slot, so waiting calls leave the slots to calls that
+        # can send; take one again once the turn is ours.
+        self._slots.release()
+        sent_at = await self._wait_for_turn(call)
+        try:
+            await self._take_slot(call)
+        except BaseException:
+            self._spare.append(sent_at)  # the permit goes to the next call
+            raise
+        return sent_at
+
+    async def _take_slot(self, call: _Call) -> None:
+        """Wait for a concurrency slot, within the call's deadline."""
+        left = call.left()
+        if left is None or not self._slots.locked():
+            await self._slots.acquire()  # does not suspend when a slot is free
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), left)
+        except asyncio.TimeoutError:
+            raise call.out_of_time("no connection slot came free in time") from None
+
+    async def _wait_for_turn(self, call: _Call) -> float:
+        """Wait for the rate limit and any 429 pause; return the pacer's time of sending.
+
+        The permit a waiter was granted in the very turn it was cancelled (or closed, or
+        ran out of time) is kept for the next call, never dropped.
+        """
+        left = call.left()
+        if left is not None:
+            rate = self._pacer.rate
+            ahead = self._waiting / rate if rate else 0.0
+            if ahead > left:
+                raise call.out_of_time(
+                    f"{self._waiting} calls were waiting for the rate limit "
+                    f"({rate:g} req/s), about {ahead:.1f} s"
+                )
+        asked = time.perf_counter()
+        turn = asyncio.ensure_future(self._pacer.acquire(call.max_pause))
+        self._waiting += 1
+        try:
+            await asyncio.wait(
+                (turn, self._closing), timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:
+            # Cancelled: a permit granted in this very turn goes to the next call.
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._spare.append(turn.result())
+            raise
+        finally:
+            self._waiting -= 1
             if not turn.done():
-                turn.cancel()
-        self._stats.throttle_wait += time.perf_counter() - asked
+                turn.cancel()  # closed or out of time: no waiter is left queued in the pacer
+            self._waited(call, "rate_limit", time.perf_counter() - asked)
         if not turn.done() or turn.cancelled():
-            raise self._closed_error(path)
+            if self.closed:
+                raise self._closed_error(call.path)
+            raise call.out_of_time("its turn under the rate limit did not come in time")
         refusal = turn.exception()
         if isinstance(refusal, PauseTooLong):
-            raise self._pause_error(path, refusal.seconds, max_pause)
+            raise self._pause_error(call, refusal.seconds)
+        if refusal is not None:
+            raise refusal
         return turn.result()
 
-    async def _sit_out_pause(self, path: str, max_pause: float) -> None:
+    async def _sit_out_pause(self, call: _Call) -> None:
         """Wait out a 429 pause before taking a slot, so paused calls hold none."""
         asked = time.perf_counter()
         try:
             while (left := self._pacer.paused_for()) > 0:
-                if left > max_pause:
-                    raise self._pause_error(path, left, max_pause)
+                if left > call.max_pause:
+                    raise self._pause_error(call, left)
+                budget = call.left()
+                if budget is not None and left > budget:
+                    raise call.out_of_time(f"the client is paused {left:.1f} s more after a 429")
                 # Rechecked every second at most (a refusal may extend the pause); each
                 # call wakes at its own point a little after it, never before.
                 await self._nap(min(left, 1.0) + pause_spread(left) * random.random())
                 if self.closed:
-                    raise self._closed_error(path)
+                    raise self._closed_error(call.path)
         finally:
-            self._stats.throttle_wait += time.perf_counter() - asked
+            self._waited(call, "pause", time.perf_counter() - asked)
 
-    def _pause_error(self, path: str, left: float, max_pause: float) -> RateLimitError:
+    def _waited(self, call: _Call, reason: str, seconds: float) -> None:
+        """Count time a call waited before an attempt: for the rate limit, or out a pause."""
+        self._stats.throttle_wait += seconds
+        if self._telemetry is not None:
+            self._telemetry.waited(reason, seconds)
+            if call.trace is not None:
+                call.trace.waited(reason, seconds)
+
+    def _pause_error(self, call: _Call, left: float) -> RateLimitError:
         """Build the error for a call that will not wait as long as the server asked."""
         return RateLimitError(
-            f"GET {path} not sent: the server asked for a wait of {left:.0f} s more after "
-            f"a 429, longer than max_retry_after ({max_pause:g} s)",
+            f"GET {call.path} not sent: the server asked for a wait of {left:.0f} s more after "
+            f"a 429, longer than max_retry_after ({call.max_pause:g} s)",
             status=429,
             retry_after=left,
         )
 
-    async def _send(self, path: str, timeout: float, sent_at: float) -> _Answer:
-        """Make one HTTP exchange and read the whole body; map transport errors."""
-        url = self._base_url.with_path(self._base_path + path, encoded=True)
+    def _failure(self, call: _Call, exc: Exception, timeout: float, bounded: bool) -> HostUpError:
+        """Map what aiohttp raised during an exchange to the HostUp error it means."""
+        path = call.path
+        if isinstance(exc, asyncio.TimeoutError):
+            if bounded:
+                return call.out_of_time("its last attempt ran into the deadline")
+            return RequestTimeoutError(f"GET {path} took longer than its {timeout:g} s timeout")
         if self.closed or self._session.closed:
-            raise self._closed_error(path)
-        failure: HostUpError
-        try:
-            async with self._session.get(
-                url,
-                headers=self._headers,
-                timeout=self._client_timeout(timeout),
-                allow_redirects=False,
-                raise_for_status=False,  # a caller's session may say otherwise; we map statuses
-            ) as response:
-                body = await read_body(response, self._max_body_size, f"GET {path}")
-                return _Answer(response.status, response.headers, body, sent_at)
-        except asyncio.TimeoutError:
-            failure = RequestTimeoutError(f"GET {path} took longer than its {timeout:g} s timeout")
-        except aiohttp.ClientPayloadError as exc:
-            text = self._redactor.text(str(exc))[:500]
-            failure = TransportError(f"GET {path}: the response body was cut short ({text})")
-        except (aiohttp.ClientError, RuntimeError) as exc:
             # Closing the client mid-request surfaces from aiohttp as a connection error
             # or a RuntimeError("Session is closed"): say what really happened.
-            if self.closed or self._session.closed:
-                failure = self._closed_error(path)
-            elif isinstance(exc, aiohttp.ClientError):
-                text = self._redactor.text(str(exc))[:500] or type(exc).__name__
-                failure = TransportError(f"GET {path} failed: {text}")
-            else:
-                raise
-        # Raised here, outside the except blocks, so the aiohttp error is not kept as
-        # __context__: its request_info holds the request headers, API key included.
-        raise failure
+            return self._closed_error(path)
+        text = self._redactor.text(str(exc))[:500]
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return TransportError(f"GET {path}: the response body was cut short ({text})")
+        return TransportError(f"GET {path} failed: {text or type(exc).__name__}")
+
+    # -- pacer -----------------------------------------------------------------------------
+
+    def _pace(self, call: _Call, outcome: Outcome[T]) -> None:
+        """Tell the pacer what the server said: a 429 paces the whole client."""
+        pacer = self._pacer
+        if outcome.status == 429:
+            before = pacer.rate
+            pacer.on_rate_limited(outcome.sent_at, outcome.server_wait)
+            self._paced(call, outcome, before)
+        elif outcome.status is not None:
+            pacer.on_accepted(outcome.sent_at, outcome.quota_wait)
+            telemetry = self._telemetry
+            if telemetry is not None and outcome.sent_at >= telemetry.rate_due:
+                telemetry.saw_rate(outcome.sent_at, pacer.rate)
+
+    def _paced(self, call: _Call, outcome: Outcome[T], before: float | None) -> None:
+        """Log and count what a 429 did to the client: its pause and a lowered rate."""
+        pause = self._pacer.paused_for()
+        rate = self._pacer.rate
+        if self._telemetry is not None:
+            self._telemetry.rate_limited()
+            self._telemetry.saw_rate(outcome.sent_at, rate)
+            if call.trace is not None:
+                call.trace.rate_limited(pause)
+        if pacing_logger.isEnabledFor(logging.INFO):
+            facts = call.facts(status=429, request_id=outcome.request_id, wait=round(pause, 3))
+            pacing_logger.info(
+                "429 for GET %s: the client pauses %.2f s (the server asked for %s)",
+                call.path,
+                pause,
+                "no wait" if outcome.server_wait is None else f"{outcome.server_wait:g} s",
+                extra=facts,
+            )
+            if rate is not None and before is not None and rate < before:
+                pacing_logger.info(
+                    "rate lowered from %.1f to %.1f req/s after a 429",
+                    before,
+                    rate,
+                    extra={**facts, "rate": round(rate, 3), "previous_rate": round(before, 3)},
+                )
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def _judge(
+        self, call: _Call, outcome: Outcome[T], max_retries: int
+    ) -> tuple[float | None, HostUpError | None]:
+        """Decide after an attempt: retry in how many seconds, and the error it ended in.
+
+        ``(None, None)``: done. ``(s, error)``: retry in ``s`` seconds. ``(None, error)``:
+        end with ``error``. Spends the retry budget, and refunds it on success.
+        """
+        error = outcome.error
+        if error is None:
+            self._budget.on_success(call.spent)
+            return _DONE
+        if not outcome.retryable or call.attempt > max_retries:
+            return None, error
+        wait = outcome.server_wait
+        if wait is not None and wait > call.max_pause:
+            return None, error  # asked to wait longer than the caller allows: end it now
+        retry_in = self._backoff.delay(call.attempt, wait)
+        left = call.left()
+        if left is not None and retry_in >= left:
+            return None, call.out_of_time(
+                f"its retry was due in {retry_in:.2f} s, after the deadline", last_error=error
+            )
+        cost = (
+            self._budget.timeout_cost
+            if isinstance(error, RequestTimeoutError)
+            else self._budget.retry_cost
+        )
+        if not self._budget.try_spend(cost):
+            return None, RetryBudgetExhaustedError(
+                f"retries suspended: too many recent calls failed; the last attempt failed with: {error}",
+                last_error=error,
+            )
+        call.spent += cost
+        return retry_in, error
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` before a retry, or less if the client closes meanwhile."""
+        await asyncio.wait((self._closing,), timeout=seconds)
+
+    # -- report ----------------------------------------------------------------------------
+
+    def _report(
+        self,
+        call: _Call,
+        outcome: Outcome[T],
+        retry_in: float | None,
+        final: HostUpError | None,
+    ) -> None:
+        """Count the attempt, log it, call the caller's hooks and record it in telemetry."""
+        attempt = call.attempt
+        if attempt > 1:
+            self._stats.retries += 1
+        error = outcome.error
+        if retry_in is not None and self._telemetry is not None:
+            self._telemetry.retried(error)
+        hooks = self._on_attempt is not None or (
+            retry_in is not None and self._on_retry is not None
+        )
+        # Retried, or stopped by the policy itself (budget, deadline): worth a warning.
+        gave_up = retry_in is None and final is not None and (attempt > 1 or final is not error)
+        if not (hooks or gave_up or http_logger.isEnabledFor(DEBUG)):
+            return
+        elapsed = time.perf_counter() - call.started
+        status = outcome.status
+        if http_logger.isEnabledFor(DEBUG):
+            http_logger.debug(
+                "GET %s -> %s in %.1f ms (attempt %d, request_id=%s)%s",
+                call.path,
+                " ".join(
+                    part
+                    for part in (
+                        str(status) if status is not None else None,
+                        type(error).__name__ if error is not None else None,
+                    )
+                    if part
+                ),
+                elapsed * 1000,
+                attempt,
+                outcome.request_id,
+                f", retrying in {retry_in:.2f} s" if retry_in is not None else "",
+                extra=call.facts(
+                    status=status,
+                    request_id=outcome.request_id,
+                    error_type=type(error).__name__ if error is not None else None,
+                    elapsed=round(elapsed, 6),
+                    retry_in=retry_in,
+                ),
+            )
+        if gave_up and http_logger.isEnabledFor(logging.WARNING):
+            http_logger.warning(
+                "GET %s failed after %d attempts: %s",
+                call.path,
+                attempt,
+                final,
+                extra=call.facts(
+                    status=status,
+                    request_id=outcome.request_id,
+                    error_type=type(final).__name__,
+                ),
+            )
+        if hooks:
+            event = AttemptEvent(
+                "GET", call.path, attempt, status, error, elapsed, outcome.request_id, retry_in
+            )
+            if self._on_attempt is not None:
+                self._on_attempt(event)
+            if retry_in is not None and self._on_retry is not None:
+                self._on_retry(event)
+
+    # -- helpers ---------------------------------------------------------------------------
 
     def _closed_error(self, path: str) -> ClientClosedError:
         """Build the error for a request the closed client (or session) can no longer make."""
@@ -277,62 +534,66 @@ class Transport:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
-    def _interpret(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
-        """Turn an answer into a result or a HostUp error (see ``_answer.interpret``)."""
-        if answer.status == 429:
-            self._stats.rate_limited += 1
-        return interpret(answer, decode, self._redactor)
 
-    async def _interpret_off_loop(self, answer: _Answer, decode: Callable[[bytes, int], T]) -> T:
-        """Like ``_interpret``, in a worker thread: a large body's decode must not stall the loop."""
-        if answer.status == 429:
-            self._stats.rate_limited += 1
-        return await asyncio.to_thread(interpret, answer, decode, self._redactor)
+class _Call:
+    """One call's state across its attempts: where it is, what it spent, and its deadline."""
 
-    def _report(
+    __slots__ = (
+        "attempt",
+        "deadline",
+        "loop",
+        "max_pause",
+        "path",
+        "spent",
+        "started",
+        "timeout",
+        "trace",
+        "until",
+        "vmid",
+    )
+
+    def __init__(
         self,
         path: str,
-        *,
-        attempt: int,
-        answer: _Answer | None,
-        started: float,
-        error: HostUpError | None = None,
-        request_id: str | None = None,
-        retry_in: float | None = None,
+        vmid: int | None,
+        timeout: float,
+        max_pause: float,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        """Log the attempt at DEBUG, count it, and call the caller's hooks."""
-        if attempt > 1:
-            self._stats.retries += 1
-        hooks = self._on_attempt is not None or (
-            retry_in is not None and self._on_retry is not None
-        )
-        if not hooks and not logger.isEnabledFor(DEBUG):
-            return
-        elapsed = time.perf_counter() - started
-        status = answer.status if answer is not None else None
-        if request_id is None:
-            request_id = getattr(error, "request_id", None)
-        logger.debug(
-            "GET %s -> %s in %.1f ms (attempt %d, request_id=%s)%s",
-            path,
-            " ".join(
-                part
-                for part in (str(status) if status is not None else None, _error_name(error))
-                if part
-            ),
-            elapsed * 1000,
-            attempt,
-            request_id,
-            f", retrying in {retry_in:.2f} s" if retry_in is not None else "",
-        )
-        if hooks:
-            event = AttemptEvent("GET", path, attempt, status, error, elapsed, request_id, retry_in)
-            if self._on_attempt is not None:
-                self._on_attempt(event)
-            if retry_in is not None and self._on_retry is not None:
-                self._on_retry(event)
+        self.path = path
+        self.vmid = vmid
+        self.timeout = timeout
+        self.max_pause = max_pause
+        self.deadline = deadline
+        self.loop = loop
+        #: The loop time the deadline falls at (``None``: the call has none).
+        self.until = None if deadline is None else loop.time() + deadline
+        self.attempt = 0
+        self.spent = 0  # retry budget tokens this call's retries took
+        self.started = 0.0
+        self.trace: CallTrace | None = None
 
+    def left(self) -> float | None:
+        """Seconds left before the deadline (``None``: the call has none)."""
+        return None if self.until is None else self.until - self.loop.time()
 
-def _error_name(error: HostUpError | None) -> str | None:
-    """Name the error an attempt ended in, for the log line (``None`` when it succeeded)."""
-    return type(error).__name__ if error is not None else None
+    def out_of_time(
+        self, why: str, *, last_error: HostUpError | None = None
+    ) -> DeadlineExceededError:
+        """Build the error that ends this call at its deadline."""
+        return DeadlineExceededError(
+            f"GET {self.path} ended at its {self.deadline:g} s deadline: {why}",
+            deadline=self.deadline or 0.0,
+            last_error=last_error,
+        )
+
+    def facts(self, **more: object) -> dict[str, object]:
+        """The fields of a log record about this call, for JSON formatters (``extra=``)."""
+        return {
+            "method": "GET",
+            "path": self.path,
+            "vmid": self.vmid,
+            "attempt": self.attempt,
+            **more,
+        }
