@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
+import statistics
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -157,3 +161,50 @@ def server_route(url: str, route: str, method: str = "GET") -> Any:
 def server_cpu(url: str) -> float:
     """CPU seconds the fake server process has used so far."""
     return float(server_route(url, "cpu")["cpu"])
+
+
+VALGRIND = shutil.which("valgrind")
+
+
+def instructions(module: str, *args: str) -> int:
+    """Instructions that ``python -m module *args`` executes, counted by valgrind's callgrind.
+
+    A count of the work done, not of the time it took: it does not move with the machine's
+    load, its clock speed or what other processes run, where process time moves by a quarter
+    from one run to the next. A fixed hash seed keeps dict and set orders the same.
+    """
+    if VALGRIND is None:
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    callgrind = (VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null")
+    done = subprocess.run(
+        [*callgrind, sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"python -m {module} under callgrind failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions_per_item(
+    module: str, args: Callable[[int], Sequence[str]], small: int, large: int
+) -> float:
+    """Instructions one more item costs: the counts of a ``large`` and a ``small`` run, apart.
+
+    The difference leaves out what both runs pay once (the interpreter, imports, connecting),
+    so the figure is the cost of an item in a run that has warmed up.
+    """
+    with ThreadPoolExecutor(2) as pool:  # the two runs side by side: counts ignore the load
+        big, little = pool.map(lambda n: instructions(module, *args(n)), (large, small))
+    return (big - little) / (large - small)
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``values``: the middle half of the runs lies between."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
