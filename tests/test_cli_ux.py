@@ -9,7 +9,6 @@ import pty
 import re
 import signal
 import struct
-import sys
 import termios
 import threading
 from collections.abc import Sequence
@@ -141,13 +140,6 @@ async def test_stdout_to_a_pipe_keeps_clean_lines_while_the_bar_is_on_stderr(
     assert "20/20 VMs" in term.text and '"vmid"' not in term.text
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 11),
-    reason="a known bug: on Python 3.10 asyncio.run lets Ctrl-C's KeyboardInterrupt end the "
-    "command's task, and the loop then logs it as 'Task exception was never retrieved' with a "
-    "traceback (3.11's asyncio.run cancels the task instead); strict, so the fix must drop this",
-    strict=True,
-)
 async def test_ctrl_c_stops_with_a_summary_of_how_far_it_got() -> None:
     async with FakeHostUp(api_key=API_KEY, latency=0.05) as slow:
         term = Terminal("fetch", "1-2000", "--rate", "0", "--base-url", slow.url)

@@ -311,3 +311,10 @@ async def test_closing_wakes_calls_that_wait_to_retry_or_for_a_pause(
     if waiting is not refused:
         with pytest.raises(ClientClosedError):
             await asyncio.wait_for(refused, timeout=10)
+
+
+def test_effective_rate_limit_reads_outside_an_event_loop() -> None:
+    # A notebook cell or a script reads the property from synchronous code.
+    client = HostUpClient("k", rate_limit=25)
+    assert client.effective_rate_limit == 25
+    assert HostUpClient("k", rate_limit=None).effective_rate_limit is None

@@ -7,6 +7,7 @@ import gc
 import inspect
 import multiprocessing
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -298,7 +299,13 @@ def test_a_script_exits_cleanly_under_w_error(fake: FakeHostUp, ending: str) -> 
     )
     assert done.returncode == (3 if "SystemExit" in ending else 0), done.stderr
     assert done.stdout.split() == ["vm3.example.net", "9"]  # vm 7 is forbidden
-    assert done.stderr == ""
+    assert _without_slow_steps(done.stderr) == ""
+
+
+def _without_slow_steps(stderr: str) -> str:
+    """``stderr`` less asyncio debug mode's "Executing ... took 0.106 seconds" (a busy machine)."""
+    lines = stderr.splitlines(keepends=True)
+    return "".join(x for x in lines if not re.match(r"Executing .* took [0-9.]+ seconds$", x))
 
 
 # -- the async client across event loops, and the sync mistakes -------------------------
@@ -404,7 +411,7 @@ def test_a_plain_fork_child_uses_and_leaves_the_client_cleanly(fake: FakeHostUp)
         "child exit 0",
         "parent vm3.example.net",
     ]
-    assert done.stderr == ""
+    assert _without_slow_steps(done.stderr) == ""
 
 
 INTERRUPT_SCRIPT = """

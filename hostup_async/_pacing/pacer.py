@@ -15,6 +15,7 @@ so pacing needs no real sleeps to test.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 __all__ = ["Clock", "LoopClock", "Pacer"]
@@ -36,8 +37,11 @@ class LoopClock:
     __slots__ = ()
 
     def now(self) -> float:
-        """The event loop's time."""
-        return asyncio.get_running_loop().time()
+        """The running loop's time; ``time.monotonic()``, which asyncio's loops keep, outside one."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:  # a property read from synchronous code, such as a notebook cell
+            return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args)
     try:
-        code = asyncio.run(_COMMANDS[args.command](args, sys.stdout))
+        code = asyncio.run(_until_interrupted(_COMMANDS[args.command](args, sys.stdout)))
         sys.stdout.flush()  # a closed pipe shows up here, not at exit as an ignored exception
         return code
     except (UsageError, ConfigurationError, InvalidVMIDError) as exc:
@@ -69,6 +70,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+async def _until_interrupted(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; Ctrl-C cancels it, so it cleans up and reports, and exits 130.
+
+    Python 3.11's ``asyncio.run`` cancels the task itself; 3.10's lets KeyboardInterrupt
+    end it, and then logs the task's exception with a traceback. A handler on the loop does
+    the same on both. Off the main thread (``main()`` called in-process) signals stay as
+    they are.
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return await command  # not the main thread, or a loop without signal handlers
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if interrupted:
+            return EXIT_INTERRUPTED
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover
