@@ -30,7 +30,7 @@ from hostup_async._pacing.adaptive import AdaptiveRate, _Log
 from hostup_async._pacing.bucket import SendBucket
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY
+from .conftest import API_KEY, most_in_one_second
 
 
 class ManualClock:
@@ -49,11 +49,6 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.time += max(0.0, seconds)
         await asyncio.sleep(0)
-
-
-def most_in_one_second(times: list[float]) -> int:
-    times = sorted(times)
-    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
 # -- the send bucket ---------------------------------------------------------------------
