@@ -25,6 +25,9 @@ __all__ = ["Portal", "Runtime"]
 R = TypeVar("R")
 T = TypeVar("T")
 
+# Seconds a waiting caller sleeps between looks at signals (Ctrl-C).
+_SIGNAL_CHECK = 0.05
+
 # A forked child must never touch its parent's loop: the epoll instance behind it is shared
 # with the parent, so unregistering a socket there would unregister the parent's. The child
 # keeps those objects referenced instead, so no finalizer of theirs ever runs in it.
@@ -136,7 +139,10 @@ class Runtime(Generic[R]):
             # Queued before any stop of the loop, so the task exists before the loop ends.
             self.loop.call_soon_threadsafe(call.start, self.loop)
         try:
-            call.done.acquire()
+            # In slices: a Ctrl-C the kernel hands another thread of the process only sets
+            # Python's flag, which this thread acts on between waits, never inside one.
+            while not call.done.acquire(timeout=_SIGNAL_CHECK):
+                pass
         except BaseException:
             # Ctrl-C while waiting: the call stops too, rather than running on unseen.
             if not self._stopped:

@@ -420,7 +420,9 @@ from hostup_async.sync import HostUpClient
 
 client = HostUpClient(sys.argv[1], base_url=sys.argv[2], rate_limit=None)
 client.get_vm_details(1, usage_log=False)
-interrupt = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+# Which thread the kernel hands a process's SIGINT to is its choice: the main one, or any.
+receiver = threading.main_thread() if sys.argv[4] == "main" else client._portal.runtime().thread
+interrupt = threading.Timer(0.3, signal.pthread_kill, (receiver.ident, signal.SIGINT))
 interrupt.start()
 try:
     client.get_vm_details(int(sys.argv[3]))  # the server holds this one for a minute
@@ -439,10 +441,11 @@ client.close()
 """
 
 
-def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp) -> None:
+@pytest.mark.parametrize("receiver", ["main", "loop thread"])
+def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp, receiver: str) -> None:
     fake.inject(Fault.slow(60), vmid=2)
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", INTERRUPT_SCRIPT, KEY, fake.url, "2"],
+        [sys.executable, "-W", "error", "-c", INTERRUPT_SCRIPT, KEY, fake.url, "2", receiver],
         capture_output=True,
         text=True,
         timeout=30,
