@@ -4,6 +4,7 @@ Run it with a Redis on this machine (``redis-server`` in another terminal)::
 
     python examples/shared_limit.py                  # Redis at redis://127.0.0.1:6379/0
     HOSTUP_SHARED_LIMIT=redis://127.0.0.1:6380/0 python examples/shared_limit.py
+    python examples/shared_limit.py 20               # 20 VMs a process instead of 60
 
 It starts the fake HostUp server with a hidden limit of 20 requests per second, then two
 processes, each a client configured at that same limit and fetching 60 VMs. Sharing, the
@@ -24,23 +25,23 @@ LIMIT = 20  # requests per second, for the key: the server's, and the clients' t
 REDIS = os.environ.get("HOSTUP_SHARED_LIMIT", "redis://127.0.0.1:6379/0")
 
 
-async def worker(base_url: str, first: int) -> None:
+async def worker(base_url: str, first: int, count: int) -> None:
     """One process: its own client, sharing the key's limit with every other."""
     async with HostUpClient(KEY, base_url=base_url, rate_limit=LIMIT, shared_limit=REDIS) as client:
-        results = await client.fetch_vms(range(first, first + 60), usage_log=False)
+        results = await client.fetch_vms(range(first, first + count), usage_log=False)
         alone = client.stats.shared_fallback
         print(
-            f"worker {first // 1000}: {sum(r.ok for r in results)} of 60 VMs, "
+            f"worker {first // 1000}: {sum(r.ok for r in results)} of {count} VMs, "
             f"{client.stats.rate_limited} 429s"
             + (f", {alone:.1f} s pacing alone (Redis away)" if alone else "")
         )
 
 
-async def main() -> None:
+async def main(count: int) -> None:
     async with FakeHostUp(api_key=KEY, rate_limit=LIMIT, rate_mode="token_bucket") as fake:
         workers = [
             await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--worker", fake.url, str(first)
+                sys.executable, __file__, "--worker", fake.url, str(first), str(count)
             )
             for first in (1000, 2000)
         ]
@@ -53,6 +54,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        asyncio.run(worker(sys.argv[2], int(sys.argv[3])))
+        asyncio.run(worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     else:
-        asyncio.run(main())
+        asyncio.run(main(int(sys.argv[1]) if sys.argv[1:] else 60))

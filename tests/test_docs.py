@@ -17,7 +17,6 @@ import importlib
 import importlib.util
 import inspect
 import itertools
-import os
 import pkgutil
 import re
 import subprocess
@@ -34,6 +33,8 @@ import hostup_async
 import hostup_async.testing
 from hostup_async import _exceptions
 from hostup_async.testing import FakeHostUp
+
+from .conftest import USERS_PYTEST, unmeasured_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -160,6 +161,7 @@ def serve_fake() -> Iterator[str]:
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        env=unmeasured_env(),
     )
     try:
         assert proc.stdout is not None
@@ -179,13 +181,13 @@ ALL_SCRIPTS = [script for page in sorted({b.page for b in ALL_BLOCKS}) for scrip
 def test_docs_code_runs_against_serve_fake(script: Script, serve_fake: str, tmp_path: Path) -> None:
     if sys.version_info < (3, 11) and "Python 3.11+" in script.code:
         pytest.skip("the block says it needs Python 3.11+ (asyncio.timeout)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTUP_")}
+    env = {k: v for k, v in unmeasured_env().items() if not k.startswith("HOSTUP_")}
     env |= {"HOSTUP_API_KEY": "test-key", "HOSTUP_BASE_URL": serve_fake}
     stdin = None
     if script.how == "pytest":
         path = tmp_path / "test_docs_block.py"
         path.write_text(script.code, encoding="utf-8")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
+        command = [sys.executable, "-m", "pytest", "-q", *USERS_PYTEST, str(path)]
     elif script.how == "asyncio":
         command = [sys.executable, "-W", "error", "-c", TOP_LEVEL_AWAIT, script.where]
         stdin = script.code

@@ -13,6 +13,8 @@ import pytest
 from hostup_async import NotFoundError, PermissionDeniedError
 from hostup_async.sync import HostUpClient
 
+from .conftest import unmeasured_env
+
 
 @contextmanager
 def serve_fake(*options: str) -> Iterator[tuple[str, str]]:
@@ -21,6 +23,7 @@ def serve_fake(*options: str) -> Iterator[tuple[str, str]]:
         [sys.executable, "-m", "hostup_async", "serve-fake", "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
+        env=unmeasured_env(),  # terminated: a measured run would never save its data
     )
     try:
         assert proc.stdout is not None

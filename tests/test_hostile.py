@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import logging
 import pickle
 import shutil
@@ -627,35 +628,49 @@ def test_aclose_from_another_loop_closes_the_connections_in_the_clients_loop() -
 
 # -- memory, measured in a subprocess ----------------------------------------------------------
 
+#: The probe's body cap: small, so the bodies that must stop at it stay small too (the cap is a
+#: constructor argument; the code that enforces it is the same for every value).
+PROBE_CAP = 4 * MIB
 
-def run_memory_probe(url: str) -> None:
-    """Fetch five VMs, four of them hostile, with a default client; print the peak RSS in MiB."""
 
-    async def main() -> None:
-        async with HostUpClient(KEY, base_url=url, rate_limit=None, max_retries=0) as client:
+def run_memory_probe(url: str, cap: int) -> None:
+    """Fetch five VMs, four of them hostile, with a client capped at ``cap``; print the growth.
+
+    The growth is the peak RSS in MiB above the peak before the five, which the process
+    reached after its client had sent a first request (the interpreter, aiohttp, the session).
+    """
+
+    async def main() -> int:
+        async with HostUpClient(
+            KEY, base_url=url, rate_limit=None, max_retries=0, max_body_size=cap
+        ) as client:
+            assert (await client.get_vm_details(5)).request_id == "r-5"
+            gc.collect()
+            baseline = _peak_rss_kib()
             results = await client.fetch_vms([1, 2, 3, 4, 5])
         assert all(isinstance(r.error, ResponseTooLargeError) for r in results[:4]), results
         assert results[4].ok
+        return baseline
 
-    asyncio.run(main())
-    print(_peak_rss_mib())
+    baseline = asyncio.run(main())
+    print((_peak_rss_kib() - baseline) // 1024)
 
 
-def _peak_rss_mib() -> int:
-    """This process's peak RSS in MiB since it started its program (not since the fork)."""
+def _peak_rss_kib() -> int:
+    """This process's peak RSS in KiB since it started its program (not since the fork)."""
     # ru_maxrss would count the parent's memory at fork time; VmHWM starts afresh at exec.
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
+                return int(line.split()[1])
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _huge_log() -> Handler:
-    """A 2-million-entry usage log (52 MB), sent with its length."""
-    hours = b'"2025-01-01T00:00:00Z":{},' * 2_000_000
+def _huge_log(entries: int) -> Handler:
+    """A usage log of ``entries`` hours (26 bytes each), sent with its length."""
+    hours = b'"2025-01-01T00:00:00Z":{},' * entries
     return answer(b'{"success":true,"data":{"usage_log":{' + hours[:-1] + b"}}}")
 
 
@@ -663,25 +678,29 @@ def _huge_log() -> Handler:
 async def test_four_hostile_bodies_at_once_stay_within_the_body_cap(
     hostile: Hostile, kind: str
 ) -> None:
-    handler = {
-        "a gzip bomb": lambda: _gzipped(_gzip_bomb(256 * MIB)),
+    # Each body is 4 to 16 times the cap, or endless: read whole, four of them would grow the
+    # process by 64 MiB or more (before the cap held, one 1 GiB gzip bomb took 2.1 GB, and four
+    # at once 5.2 GB).
+    handlers: dict[str, Callable[[], Handler]] = {
+        "a gzip bomb": lambda: _gzipped(_gzip_bomb(16 * PROBE_CAP)),
         "an endless body": lambda: _endless,
-        "a huge usage log": _huge_log,
-    }[kind]()
+        "a huge usage log": lambda: _huge_log(4 * PROBE_CAP // 26),
+    }
+    handler = handlers[kind]()
     for vmid in (1, 2, 3, 4):
         hostile.handlers[vmid] = handler
     # The client runs in a subprocess, so its peak RSS is its own; this loop serves it.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        f"import tests.test_hostile as t; t.run_memory_probe({hostile.url!r})",
+        f"import tests.test_hostile as t; t.run_memory_probe({hostile.url!r}, {PROBE_CAP})",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
     assert proc.returncode == 0, err.decode()
-    peak_mib = int(out.split()[-1])
-    # At most four bodies at the 32 MiB default cap, plus the interpreter. Unbounded, one
-    # gzip bomb of 1 GiB took 2.1 GB, and four at once 5.2 GB.
-    assert peak_mib < 250, peak_mib
+    growth_mib = int(out.split()[-1])
+    # Four bodies at the cap and the buffers that read them (20 MiB for four bombs): less
+    # than one bomb inflated, where four read whole would take 256 MiB.
+    assert growth_mib < 16 * PROBE_CAP // MIB, growth_mib

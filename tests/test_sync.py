@@ -287,16 +287,23 @@ for r in client.stream_vms(range(1, 1000)):
 """
 
 
-@pytest.mark.parametrize("ending", ["client.close()", "", "del client", "raise SystemExit(3)"])
-def test_a_script_exits_cleanly_under_w_error(fake: FakeHostUp, ending: str) -> None:
-    script = textwrap.dedent(SCRIPT).format(ending=ending)
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", script, KEY, fake.url],
+def run_script(
+    script: str, *args: str, dev: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as ``python -W error -c`` (and ``-X dev``) with the key and ``args``."""
+    strict = ["-X", "dev", "-W", "error"] if dev else ["-W", "error"]
+    return subprocess.run(
+        [sys.executable, *strict, "-c", script, KEY, *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+@pytest.mark.parametrize("ending", ["client.close()", "", "del client", "raise SystemExit(3)"])
+def test_a_script_exits_cleanly_under_w_error(fake: FakeHostUp, ending: str) -> None:
+    done = run_script(textwrap.dedent(SCRIPT).format(ending=ending), fake.url)
     assert done.returncode == (3 if "SystemExit" in ending else 0), done.stderr
     assert done.stdout.split() == ["vm3.example.net", "9"]  # vm 7 is forbidden
     assert _without_slow_steps(done.stderr) == ""
@@ -397,13 +404,7 @@ print("parent", client.get_vm_details(3, usage_log=False).hostname)
 
 
 def test_a_plain_fork_child_uses_and_leaves_the_client_cleanly(fake: FakeHostUp) -> None:
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", FORK_SCRIPT, KEY, fake.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script(FORK_SCRIPT, fake.url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "parent vm1.example.net",
@@ -444,13 +445,7 @@ client.close()
 @pytest.mark.parametrize("receiver", ["main", "loop thread"])
 def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp, receiver: str) -> None:
     fake.inject(Fault.slow(60), vmid=2)
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", INTERRUPT_SCRIPT, KEY, fake.url, "2", receiver],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run_script(INTERRUPT_SCRIPT, fake.url, "2", receiver, dev=False, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["interrupted", "tasks left 0"]
 
