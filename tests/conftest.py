@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from hostup_async import Backoff, HostUpClient
+from hostup_async import AttemptEvent, Backoff, HostUpClient
 from hostup_async._pacing.shared.connect import close_redis
 from hostup_async.testing import FakeHostUp
 
@@ -51,6 +51,21 @@ def client_tasks() -> set[asyncio.Task[Any]]:
             for part in _SERVER_SIDE
         )
     }
+
+
+class RefusalSeen:
+    """An ``on_attempt=`` hook that sets :attr:`event` when an attempt's answer is a 429."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __call__(self, attempt: AttemptEvent) -> None:
+        if attempt.status == 429:
+            self.event.set()
+
+    async def wait(self) -> None:
+        """Until a 429 has been read (the pause it starts is on)."""
+        await self.event.wait()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hostup_async import AttemptEvent, ClientClosedError, HostUpClient, RateLimitError
+from hostup_async import ClientClosedError, HostUpClient, RateLimitError
 from hostup_async._constants import (
     ADAPTIVE_MIN_RATE,
     ADAPTIVE_RECOVER,
@@ -30,7 +30,7 @@ from hostup_async._pacing.adaptive import AdaptiveRate, _Log
 from hostup_async._pacing.bucket import SendBucket
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, most_in_one_second
+from .conftest import API_KEY, RefusalSeen, most_in_one_second
 
 
 class ManualClock:
@@ -357,14 +357,10 @@ async def test_a_hint_beyond_max_retry_after_ends_the_call_and_the_stream_goes_o
 
 async def test_client_wide_pause_wakes_requests_spread_out_never_early(fake: FakeHostUp) -> None:
     fake.inject(Fault.http(429, retry_after=0.3), vmid=1)
-    refused = asyncio.Event()
-
-    def on_attempt(event: AttemptEvent) -> None:
-        if event.status == 429:
-            refused.set()
+    refused = RefusalSeen()
 
     async with HostUpClient(
-        API_KEY, base_url=fake.url, rate_limit=None, on_attempt=on_attempt
+        API_KEY, base_url=fake.url, rate_limit=None, on_attempt=refused
     ) as client:
         first = asyncio.create_task(client.get_billing_cycle(1))
         await refused.wait()  # the 429 has been read: the pause is on
@@ -432,14 +428,10 @@ async def test_calls_sitting_out_a_pause_hold_no_slot_a_bounded_call_needs(
     fake: FakeHostUp,
 ) -> None:
     fake.inject(Fault.http(429, retry_after=30), vmid=1)
-    refused = asyncio.Event()
-
-    def on_attempt(event: AttemptEvent) -> None:
-        if event.status == 429:
-            refused.set()
+    refused = RefusalSeen()
 
     async with HostUpClient(
-        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=2, on_attempt=on_attempt
+        API_KEY, base_url=fake.url, rate_limit=None, max_concurrency=2, on_attempt=refused
     ) as client:
         waiting = [asyncio.create_task(client.get_billing_cycle(1))]
         await refused.wait()  # vmid 1 got the 429: every call now sits out 30 s

@@ -36,19 +36,25 @@ def example_env() -> dict[str, str]:
     return env
 
 
-def run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in the project's folder with :func:`example_env` (and ``env``): it ran
+    to a clean exit and printed no password."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env=example_env(),
-        cwd=cwd,
+        env=example_env() | env,
+        cwd=ROOT,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert not SECRET.search(result.stdout + result.stderr)
     return result
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_python(str(EXAMPLES / script), *args)
 
 
 def test_every_example_is_tested() -> None:
@@ -66,16 +72,9 @@ def test_every_example_is_tested() -> None:
 def test_shared_limit_two_processes(redis_server: RedisServer) -> None:
     # 20 VMs a process, not the default 60: 40 requests at the shared 20 a second take 2 s
     # (120 took 6); the two still overlap for all of it, sharing one limit through Redis.
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "shared_limit.py"), "20"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**example_env(), "HOSTUP_SHARED_LIMIT": redis_server.url},
-        cwd=ROOT,
-        check=False,
+    result = run_python(
+        str(EXAMPLES / "shared_limit.py"), "20", HOSTUP_SHARED_LIMIT=redis_server.url
     )
-    assert result.returncode == 0, result.stderr
     assert "worker 1: 20 of 20 VMs" in result.stdout
     assert "worker 2: 20 of 20 VMs" in result.stdout
     assert "pacing alone" not in result.stdout  # Redis was there: they shared all along
@@ -224,21 +223,7 @@ def test_web_service_serves_until_interrupted() -> None:
 
 
 def test_testing_example_passes_under_pytest() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            *USERS_PYTEST,
-            str(EXAMPLES / "test_bandwidth_report.py"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=example_env(),
-        cwd=ROOT,
-        check=False,
+    result = run_python(
+        "-m", "pytest", "-q", *USERS_PYTEST, str(EXAMPLES / "test_bandwidth_report.py")
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
