@@ -14,6 +14,7 @@ from hostup_async import NotFoundError, PermissionDeniedError
 from hostup_async.sync import HostUpClient
 
 from .conftest import unmeasured_env
+from .test_cli import run_cli
 
 
 @contextmanager
@@ -93,13 +94,7 @@ def test_options_change_the_fleet() -> None:
 @pytest.mark.parametrize(
     "options", [("--forbidden", "x"), ("--missing", "1-2000000"), ("--max-vmid", "-1")]
 )
-def test_bad_fleet_options_exit_2_in_one_line(options: tuple[str, ...]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "hostup_async", "serve-fake", "--port", "0", *options],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+async def test_bad_fleet_options_exit_2_in_one_line(options: tuple[str, ...]) -> None:
+    code, _, err = await run_cli("serve-fake", "--port", "0", *options)  # fails before serving
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
