@@ -15,9 +15,9 @@ OLDEST_PYTHON, NEWEST_PYTHON = "3.10", "3.13"
 EXTRAS = ("cli", "redis", "otel", "test")
 
 
-def install_group(session: nox.Session, *groups: str) -> None:
-    for group in groups:
-        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+def install_group(session: nox.Session, group: str, *more: str) -> None:
+    """Install a dependency group and ``more`` requirements in one pip run (one resolution)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, group), *more)
 
 
 def lowest_pins() -> list[str]:
@@ -55,8 +55,7 @@ def run_suite(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage; fail under 90%."""
-    install_group(session, "test")
-    session.install("-e", ".[cli,redis,otel]")
+    install_group(session, "test", "-e", ".[cli,redis,otel]")
     session.run("coverage", "erase")
     # xdist's workers are measured too: coverage patches subprocess to start in them.
     parallel = ["-n", "auto", "--dist", "loadgroup"]
@@ -76,8 +75,8 @@ def tests_lowest(session: nox.Session) -> None:
 @nox.session(python=NEWEST_PYTHON)
 def tests_newest(session: nox.Session) -> None:
     """Run the suite on the newest Python with the newest version of every dependency."""
-    install_group(session, "test")
-    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", f".[{','.join(EXTRAS)}]")
+    extras = f".[{','.join(EXTRAS)}]"
+    install_group(session, "test", "--upgrade", "--upgrade-strategy", "eager", "-e", extras)
     run_suite(session)
 
 
@@ -92,22 +91,19 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package and tests with mypy --strict."""
-    install_group(session, "typecheck")
-    session.install("-e", ".[cli,redis,otel]")
+    install_group(session, "typecheck", "-e", ".[cli,redis,otel]")
     session.run("mypy")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict (warnings fail)."""
-    install_group(session, "docs")
-    session.install("-e", ".[cli]")
+    install_group(session, "docs", "-e", ".[cli]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; print tables, write benchmarks/results/latest.json and the chart."""
-    install_group(session, "bench")
-    session.install("-e", ".[cli,redis]")
+    install_group(session, "bench", "-e", ".[cli,redis]")
     session.run("python", "-m", "benchmarks", *session.posargs)
