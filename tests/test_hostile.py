@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import gc
 import logging
 import pickle
@@ -49,7 +50,7 @@ from hostup_async import (
 )
 from hostup_async.testing._data import usage_log_json, vm_data
 
-from .conftest import run_apart
+from .conftest import run_apart, unmeasured_env
 from .test_cli import run_cli
 
 KEY = "hostile-key-7Qx2/Lm9"  # with a "/": PHP writes it as "\/" inside JSON strings
@@ -147,6 +148,7 @@ def nested(depth: int, inner: Any = "x") -> bytes:
 # -- one hostile answer among good ones ----------------------------------------------------
 
 
+@functools.cache  # a 64 MiB bomb takes a third of a second to pack
 def _gzip_bomb(inflated: int) -> bytes:
     """A gzip body of ``inflated`` zero bytes, compressed about a thousandfold."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -695,6 +697,7 @@ async def test_four_hostile_bodies_at_once_stay_within_the_body_cap(
         "-c",
         f"import tests.test_hostile as t; t.run_memory_probe({hostile.url!r}, {PROBE_CAP})",
         cwd=ROOT,
+        env=unmeasured_env(),  # the cap's code is measured in-process, by the cases above
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
