@@ -292,13 +292,18 @@ def run_script(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``script`` as ``python -W error -c`` (and ``-X dev``) with the key and ``args``."""
     strict = ["-X", "dev", "-W", "error"] if dev else ["-W", "error"]
-    return subprocess.run(
-        [sys.executable, *strict, "-c", script, KEY, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, *strict, "-c", script, KEY, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # say how far it got
+        pytest.fail(
+            f"still running after {timeout:g} s; stdout {exc.stdout!r}, stderr {exc.stderr!r}"
+        )
 
 
 @pytest.mark.parametrize("ending", ["client.close()", "", "del client", "raise SystemExit(3)"])
@@ -421,6 +426,7 @@ from hostup_async.sync import HostUpClient
 
 client = HostUpClient(sys.argv[1], base_url=sys.argv[2], rate_limit=None)
 client.get_vm_details(1, usage_log=False)
+print("first call answered", flush=True)  # a hang after this line is the interrupt's
 # Which thread the kernel hands a process's SIGINT to is its choice: the main one, or any.
 receiver = threading.main_thread() if sys.argv[4] == "main" else client._portal.runtime().thread
 interrupt = threading.Timer(0.3, signal.pthread_kill, (receiver.ident, signal.SIGINT))
@@ -447,7 +453,7 @@ def test_ctrl_c_during_a_call_stops_it(fake: FakeHostUp, receiver: str) -> None:
     fake.inject(Fault.slow(60), vmid=2)
     done = run_script(INTERRUPT_SCRIPT, fake.url, "2", receiver, dev=False, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["interrupted", "tasks left 0"]
+    assert done.stdout.split("\n")[:3] == ["first call answered", "interrupted", "tasks left 0"]
 
 
 def test_a_failing_input_ends_the_stream_with_its_error(fake: FakeHostUp) -> None:
