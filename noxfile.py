@@ -101,5 +101,5 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; print tables, write benchmarks/results/latest.json and the chart."""
     install_group(session, "bench")
-    session.install("-e", ".[cli,redis]")
+    session.install("-e", ".[cli,redis,otel]")
     session.run("python", "-m", "benchmarks", *session.posargs)
