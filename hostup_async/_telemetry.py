@@ -233,11 +233,12 @@ class CallTrace:
         self._attempt: Span | None = None
         self._quiet: object = None
 
-    def start_attempt(self, attempt: int, path: str) -> None:
+    def start_attempt(self, attempt: int, path: str, observed: bool) -> None:
         """Start the CLIENT span of attempt number ``attempt`` (1 for the first).
 
         While it traces the attempt, aiohttp's own instrumentation is told not to
-        (``exchanged`` lifts that once the exchange is over).
+        (``exchanged`` lifts that once the exchange is over) when ``observed``: when the
+        session has trace configs, the only way that instrumentation sees a request.
         """
         if self._span is None:
             return
@@ -248,9 +249,10 @@ class CallTrace:
         self._attempt = telemetry.tracer.start_span(
             "GET", context=self._parent, kind=telemetry._attempt_kind, attributes=attributes
         )
-        self._quiet = _context.attach(
-            _context.set_value(_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True)
-        )
+        if observed:
+            self._quiet = _context.attach(
+                _context.set_value(_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True)
+            )
 
     def exchanged(self) -> None:
         """The attempt's exchange is over: aiohttp's instrumentation may trace again."""

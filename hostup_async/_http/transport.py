@@ -199,7 +199,7 @@ class Transport:
             call.started = time.perf_counter()  # latency excludes the waits
             trace = call.trace
             if trace is not None:
-                trace.start_attempt(call.attempt, path)
+                trace.start_attempt(call.attempt, path, bool(self._session.trace_configs))
             failure: HostUpError | None = None
             try:
                 async with self._session.get(
