@@ -106,5 +106,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; print tables, write benchmarks/results/latest.json and the chart."""
-    install_group(session, "bench", "-e", ".[cli,redis]")
+    install_group(session, "bench", "-e", ".[cli,redis,otel]")
     session.run("python", "-m", "benchmarks", *session.posargs)

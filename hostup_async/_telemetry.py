@@ -1,8 +1,9 @@
 """OpenTelemetry traces and metrics, through the API only (the ``otel`` extra).
 
 Without ``opentelemetry-api`` installed, ``telemetry_for`` gives ``None`` and the transport
-skips every step here. Installed but with no SDK configured, the global providers are
-no-ops: a call costs one non-recording span and nothing else.
+skips every step here. Installed but with no SDK configured (the global providers left
+unset, or no-op providers passed), a call costs one attribute read and two module-global
+reads: no span, no context and no measurement is made, until an SDK's providers are set.
 
 Traces: one INTERNAL span per SDK call (``get_vm_details``, ``get_billing_cycle``; a bulk
 fetch makes one per item and endpoint) with the vmid and the seconds spent waiting for
@@ -16,8 +17,9 @@ class names and timings are.
 from __future__ import annotations
 
 import math
+import os
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import APIError, HostUpError
@@ -34,6 +36,7 @@ try:
     from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
+    from opentelemetry.metrics import _internal as _metrics_state
 except ImportError:  # the otel extra is not installed: no telemetry at all
     _trace = None  # type: ignore[assignment]
 
@@ -113,6 +116,29 @@ class Telemetry:
             unit="{retry}",
             description="Attempts retried, by the error.type of the attempt that failed.",
         )
+        # Whether each signal may record: a provider passed in records unless it is a no-op
+        # one; the global ones record once an SDK's provider is set (OpenTelemetry sets each
+        # once, so "set" never goes back). Until then a call makes no span and no measurement.
+        self._traces = _records(
+            tracer_provider,
+            _trace.NoOpTracerProvider,
+            _trace,
+            "_TRACER_PROVIDER",
+            "OTEL_PYTHON_TRACER_PROVIDER",
+        )
+        self._metrics = _records(
+            meter_provider,
+            _metrics.NoOpMeterProvider,
+            _metrics_state,
+            "_METER_PROVIDER",
+            "OTEL_PYTHON_METER_PROVIDER",
+        )
+        self._watch_traces = tracer_provider is None and not self._traces
+        self._watch_metrics = meter_provider is None and not self._metrics
+        #: Whether anything records: the transport's one check per call while nothing does.
+        self.live = self._traces or self._metrics
+        self._attempt_kind = _trace.SpanKind.CLIENT
+        self._call_kind = _trace.SpanKind.INTERNAL
         self._ended: dict[tuple[int | None, str | None], dict[str, Any]] = {}
         #: The client's rate as last seen on its event loop (the gauge's value: the
         #: exporter reads it from its own thread, where the pacer's clock cannot run).
@@ -138,17 +164,32 @@ class Telemetry:
         self.rate_due = now + _RATE_EVERY
         self.rate = rate
 
-    def start_call(self, operation: str, vmid: int | None) -> CallTrace | None:
-        """Start the INTERNAL span of one SDK call; ``None`` when no SDK records it."""
-        span = self.tracer.start_span(
-            operation,
-            kind=_trace.SpanKind.INTERNAL,
-            attributes={"hostup.vmid": vmid} if vmid is not None else None,
-        )
-        return CallTrace(self, span) if span.is_recording() else None
+    def notice(self) -> bool:
+        """Whether a global provider was set since: then ``live`` from now on."""
+        if self._watch_traces and _trace._TRACER_PROVIDER is not None:
+            self._traces, self._watch_traces = True, False
+        if self._watch_metrics and _metrics_state._METER_PROVIDER is not None:
+            self._metrics, self._watch_metrics = True, False
+        self.live = self._traces or self._metrics
+        return self.live
+
+    def start_call(self, operation: str, vmid: int | None) -> CallTrace:
+        """Start one SDK call's telemetry: its INTERNAL span when traces record, else none."""
+        span: Span | None = None
+        if self._traces:
+            span = self.tracer.start_span(
+                operation,
+                kind=self._call_kind,
+                attributes={"hostup.vmid": vmid} if vmid is not None else None,
+            )
+            if not span.is_recording():
+                span = None  # sampled out: no CLIENT spans under it either
+        return CallTrace(self, span)
 
     def attempted(self, outcome: Outcome[Any], elapsed: float) -> None:
         """Record one attempt's duration, by how it ended."""
+        if not self._metrics:
+            return
         error = outcome.error
         key = (outcome.status, None if error is None else error_type(error))
         attributes = self._ended.get(key)
@@ -165,40 +206,66 @@ class Telemetry:
 
     def waited(self, reason: str, seconds: float) -> None:
         """Record ``seconds`` a call waited before an attempt: ``rate_limit`` or ``pause``."""
-        self.wait.record(seconds, {**self.server, "hostup.wait.reason": reason})
+        if self._metrics:
+            self.wait.record(seconds, {**self.server, "hostup.wait.reason": reason})
 
     def rate_limited(self) -> None:
         """Count a 429."""
-        self.rate_limited_count.add(1, self.server)
+        if self._metrics:
+            self.rate_limited_count.add(1, self.server)
 
     def retried(self, error: HostUpError | None) -> None:
         """Count a retry of an attempt that failed with ``error``."""
-        self.retries.add(1, {**self.server, "error.type": error_type(error)})
+        if self._metrics:
+            self.retries.add(1, {**self.server, "error.type": error_type(error)})
 
 
 class CallTrace:
-    """The recording span of one SDK call, and the CLIENT spans of its attempts."""
+    """One SDK call's telemetry: its span (``None`` when traces do not record), its attempts."""
 
-    __slots__ = ("_parent", "_span", "_telemetry", "_waits")
+    __slots__ = ("_attempt", "_parent", "_quiet", "_span", "_telemetry", "_waits")
 
-    def __init__(self, telemetry: Telemetry, span: Span) -> None:
+    def __init__(self, telemetry: Telemetry, span: Span | None) -> None:
         self._telemetry = telemetry
         self._span = span
-        self._parent = _trace.set_span_in_context(span)
-        self._waits: dict[str, float] = {}
+        self._parent = _trace.set_span_in_context(span) if span is not None else None
+        self._waits: dict[str, float] | None = None
+        self._attempt: Span | None = None
+        self._quiet: object = None
 
-    def start_attempt(self, attempt: int, path: str) -> Span:
-        """Start the CLIENT span of attempt number ``attempt`` (1 for the first)."""
+    def start_attempt(self, attempt: int, path: str, observed: bool) -> None:
+        """Start the CLIENT span of attempt number ``attempt`` (1 for the first).
+
+        While it traces the attempt, aiohttp's own instrumentation is told not to
+        (``exchanged`` lifts that once the exchange is over) when ``observed``: when the
+        session has trace configs, the only way that instrumentation sees a request.
+        """
+        if self._span is None:
+            return
         telemetry = self._telemetry
         attributes: dict[str, Any] = {**telemetry.server, "url.full": telemetry.base_url + path}
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        return telemetry.tracer.start_span(
-            "GET", context=self._parent, kind=_trace.SpanKind.CLIENT, attributes=attributes
+        self._attempt = telemetry.tracer.start_span(
+            "GET", context=self._parent, kind=telemetry._attempt_kind, attributes=attributes
         )
+        if observed:
+            self._quiet = _context.attach(
+                _context.set_value(_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True)
+            )
 
-    def end_attempt(self, span: Span, outcome: Outcome[Any]) -> None:
-        """End an attempt's span with its status and, when it failed, its ``error.type``."""
+    def exchanged(self) -> None:
+        """The attempt's exchange is over: aiohttp's instrumentation may trace again."""
+        token, self._quiet = self._quiet, None
+        if token is not None:
+            _context.detach(token)  # type: ignore[arg-type]
+
+    def end_attempt(self, outcome: Outcome[Any], elapsed: float) -> None:
+        """Record the attempt's duration; end its span with its status and ``error.type``."""
+        self._telemetry.attempted(outcome, elapsed)
+        span, self._attempt = self._attempt, None
+        if span is None:
+            return
         if outcome.error is not None:
             span.set_attribute("error.type", error_type(outcome.error))
             span.set_status(_trace.StatusCode.ERROR)
@@ -206,30 +273,48 @@ class CallTrace:
             span.set_attribute("http.response.status_code", outcome.status)
         span.end()
 
-    def quiet_http(self) -> Callable[[], None]:
-        """Keep aiohttp's own instrumentation from tracing an attempt we trace; returns the undo."""
-        token = _context.attach(
-            _context.set_value(_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True)
-        )
-        return lambda: _context.detach(token)
-
     def waited(self, reason: str, seconds: float) -> None:
         """Add ``seconds`` spent waiting (``rate_limit`` or ``pause``) to the call's span."""
-        self._waits[reason] = self._waits.get(reason, 0.0) + seconds
+        if self._span is None:
+            return
+        waits = self._waits
+        if waits is None:
+            waits = self._waits = {}
+        waits[reason] = waits.get(reason, 0.0) + seconds
 
     def rate_limited(self, pause: float) -> None:
         """Note a 429 on the call's span, with the pause it started."""
-        self._span.add_event("hostup.rate_limited", {"hostup.pause.seconds": pause})
+        if self._span is not None:
+            self._span.add_event("hostup.rate_limited", {"hostup.pause.seconds": pause})
 
     def end(self, error: BaseException | None) -> None:
         """End the call's span, with its waits, and its error if it failed."""
         span = self._span
-        for reason, seconds in self._waits.items():
-            span.set_attribute(f"hostup.wait.{reason}.seconds", seconds)
+        if span is None:
+            return
+        if self._attempt is not None:  # cancelled mid-attempt: its span ends with the call
+            self._attempt.end()
+            self._attempt = None
+        if self._waits:
+            for reason, seconds in self._waits.items():
+                span.set_attribute(f"hostup.wait.{reason}.seconds", seconds)
         if error is not None:
             span.set_attribute("error.type", type(error).__name__)
             span.set_status(_trace.StatusCode.ERROR, _safe_text(error))
         span.end()
+
+
+def _records(provider: object | None, noop: type, module: Any, global_name: str, env: str) -> bool:
+    """Whether a signal records from the start: a provider passed in that is not a no-op.
+
+    With ``provider`` ``None`` (the global one) it records once OpenTelemetry's global is
+    set, which ``Telemetry.notice`` watches for; and from the start when the provider is
+    named in the environment (the API loads it on first use) or when this OpenTelemetry
+    keeps its global elsewhere (then every call asks the API, as it would without this).
+    """
+    if provider is not None:
+        return not isinstance(provider, noop)
+    return env in os.environ or not hasattr(module, global_name)
 
 
 def error_type(error: HostUpError | None) -> str:

@@ -177,3 +177,31 @@ async def test_shared_fallback_seconds_are_observed(fake: FakeHostUp, otel: Otel
         client.stats.shared_fallback = 2.5
         (point,) = otel.points("hostup.client.shared_limit.fallback.duration")
     assert point.value == 2.5
+
+
+async def test_a_no_op_tracer_provider_makes_no_spans_but_metrics_still_record(
+    fake: FakeHostUp, otel: Otel
+) -> None:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    seen: list[object] = []
+
+    async def on_request_start(*_: object) -> None:
+        seen.append(context.get_value(context._SUPPRESS_HTTP_INSTRUMENTATION_KEY))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        async with HostUpClient(
+            API_KEY,
+            base_url=fake.url,
+            session=session,
+            rate_limit=None,
+            tracer_provider=NoOpTracerProvider(),
+            meter_provider=otel.meter_provider,
+        ) as client:
+            await client.get_billing_cycle(1)
+    assert otel.spans.get_finished_spans() == ()
+    assert seen == [None]  # no span of ours, so aiohttp's instrumentation may trace it
+    (duration,) = otel.points("http.client.request.duration")
+    assert duration.count == 1 and attrs(duration)["http.response.status_code"] == 200

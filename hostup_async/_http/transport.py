@@ -128,21 +128,28 @@ class Transport:
         by then with ``DeadlineExceededError``, at once when a wait could not end in time.
         """
         call = _Call(path, vmid, timeout, max_retry_after, deadline, self._loop)
-        if self._telemetry is not None:
-            call.trace = self._telemetry.start_call(operation, vmid)
+        telemetry = self._telemetry
+        if telemetry is not None and (telemetry.live or telemetry.notice()):
+            call.trace = telemetry.start_call(operation, vmid)
         try:
             while True:
                 call.attempt += 1
                 outcome = await self._attempt(call, decode)  # attempt
+                if outcome.error is None and call.attempt == 1:
+                    # The common case, each step inline (no method call more on the hot
+                    # path): an accepted answer for the pacer, a refund for the budget.
+                    self._pacer.on_accepted(outcome.sent_at, outcome.quota_wait)  # pacer
+                    if telemetry is not None and outcome.sent_at >= telemetry.rate_due:
+                        telemetry.saw_rate(outcome.sent_at, self._pacer.rate)
+                    self._budget.on_success(0)  # policy
+                    if self._on_attempt is not None or http_logger.isEnabledFor(DEBUG):
+                        self._report(call, outcome, None, None)  # report
+                    if call.trace is not None:
+                        call.trace.end(None)
+                    return outcome.result  # type: ignore[return-value]
                 self._pace(call, outcome)  # pacer
                 retry_in, error = self._judge(call, outcome, max_retries)  # policy
-                if (
-                    error is not None
-                    or call.attempt > 1
-                    or self._on_attempt is not None
-                    or http_logger.isEnabledFor(DEBUG)
-                ):
-                    self._report(call, outcome, retry_in, error)  # report
+                self._report(call, outcome, retry_in, error)  # report
                 if error is None:
                     if call.trace is not None:
                         call.trace.end(None)
@@ -191,10 +198,9 @@ class Transport:
             self._stats.requests += 1
             call.started = time.perf_counter()  # latency excludes the waits
             trace = call.trace
-            span = trace.start_attempt(call.attempt, path) if trace is not None else None
+            if trace is not None:
+                trace.start_attempt(call.attempt, path, bool(self._session.trace_configs))
             failure: HostUpError | None = None
-            # While our own CLIENT span traces the attempt, aiohttp's instrumentation does not.
-            quiet = trace.quiet_http() if trace is not None else None
             try:
                 async with self._session.get(
                     self._base_url.with_path(self._base_path + path, encoded=True),
@@ -214,8 +220,8 @@ class Transport:
                     raise
                 failure = self._failure(call, exc, timeout, bounded)
             finally:
-                if quiet is not None:
-                    quiet()
+                if trace is not None:
+                    trace.exchanged()  # aiohttp's instrumentation was told not to trace it
             if failure is not None:
                 # Made outside the except blocks, so the aiohttp error is not kept as
                 # __context__: its request_info holds the request headers, key included.
@@ -233,10 +239,8 @@ class Transport:
                         settle, answer, decode, self._redactor, self._base_text
                     )
                 )
-            if self._telemetry is not None:
-                self._telemetry.attempted(outcome, time.perf_counter() - call.started)
-                if span is not None:
-                    trace.end_attempt(span, outcome)  # type: ignore[union-attr]
+            if trace is not None:
+                trace.end_attempt(outcome, time.perf_counter() - call.started)
             return outcome
         finally:
             slots.release()

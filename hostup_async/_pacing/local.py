@@ -105,8 +105,10 @@ class LocalPacer:
 
     def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         """Report an answer that was not a refusal; a spent quota counts as a refusal."""
-        now = self._clock.now()
-        self.accepted(now, sent_at, quota_wait)
+        if quota_wait is None:  # the common case, on every request: no clock read needed
+            self._pause.forget_ask(sent_at)
+            return
+        self.accepted(self._clock.now(), sent_at, quota_wait)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """Report a 429: pause the client, and lower the rate once per burst."""
