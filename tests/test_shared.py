@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from hostup_async import ConfigurationError, HostUpClient
+from hostup_async import ClientStats, ConfigurationError, HostUpClient
 from hostup_async._pacing import PauseTooLong
 from hostup_async._pacing.shared import SharedPacer, namespace_for
 from hostup_async.testing import FakeHostUp
@@ -120,6 +120,50 @@ async def test_clients_on_one_key_share_the_rate_and_other_keys_do_not(
         assert most_in_one_second(times) <= rate
         assert 30 <= await redis.zcard(f"{other}:sends") < 90  # its own, not counted with ours
     finally:
+        await close_redis(redis)
+
+
+async def test_the_round_trips_to_redis_are_counted_in_the_stats(
+    redis_server: RedisServer, fake: FakeHostUp
+) -> None:
+    async with HostUpClient(API_KEY, base_url=fake.url, rate_limit=50) as alone:
+        await alone.fetch_vms(range(1, 11), usage_log=False)
+    assert alone.stats.shared_round_trips == 0
+    async with HostUpClient(
+        API_KEY, base_url=fake.url, rate_limit=50, shared_limit=redis_server.url
+    ) as shared:
+        await shared.fetch_vms(range(1, 21), usage_log=False)
+    assert 1 <= shared.stats.shared_round_trips <= shared.stats.requests
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+async def test_a_client_slower_than_its_rate_leases_what_it_can_use(
+    redis_server: RedisServer,
+) -> None:
+    # 1,000 req/s allowed, about 50 taken: a lease of 1,000 req/s' worth of slots, due
+    # within 50 ms, would go stale almost whole and cost a round trip every few sends.
+    # Sized by the client's own pace, a lease lasts it many sends and little is dropped.
+    ns = namespace_for(API_KEY, "http://slow.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    stats = ClientStats()
+    pacer = SharedPacer(redis, namespace=ns, rate_limit=1000.0, stats=stats)
+
+    async def send(n: int) -> None:
+        for _ in range(n):
+            if pacer.try_acquire() is None:
+                await pacer.acquire()
+            await asyncio.sleep(0.02)
+
+    try:
+        await send(20)  # the client's pace is measured meanwhile
+        trips, dropped = stats.shared_round_trips, pacer._slots.dropped
+        await send(40)
+        assert stats.shared_round_trips - trips <= 10  # (one per 3 sends before)
+        assert pacer._slots.dropped - dropped <= 10  # (about 9 per send before)
+    finally:
+        await pacer.aclose()
         await close_redis(redis)
 
 

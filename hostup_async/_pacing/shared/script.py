@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..._constants import RATE_BURST_SECONDS
+from ..._events import ClientStats
 
 if TYPE_CHECKING:
     from .connect import AnyRedis
@@ -134,6 +135,7 @@ class StoreScript:
         timing: Timing,
         timeout: float,
         redis_time: bool = True,
+        stats: ClientStats | None = None,
     ) -> None:
         self._client_id = os.urandom(8).hex()
         self._keys = [
@@ -155,8 +157,8 @@ class StoreScript:
         self._requests = itertools.count()
         #: The state generation last seen ('' before the first reply).
         self.generation = ""
-        #: Round trips made.
-        self.calls = 0
+        #: Counts the round trips (``shared_round_trips``).
+        self.stats = stats if stats is not None else ClientStats()
 
     async def reserve(
         self,
@@ -169,8 +171,13 @@ class StoreScript:
         window_margin: float,
         version: int,
         now: float,
+        late: float = 0.0,
     ) -> Reserved | Paused | Outdated:
-        """Reserve ``count`` send times, and up to ``ahead`` more due within ``lease_horizon``."""
+        """Reserve ``count`` send times, and up to ``ahead`` more due within ``lease_horizon``.
+
+        A slot leased ahead may go up to ``late`` seconds after its time: the key's log
+        counts it then.
+        """
         reply = await self._call(
             "reserve",
             now,
@@ -182,6 +189,7 @@ class StoreScript:
             repr(RATE_BURST_SECONDS),
             repr(window_margin),
             str(version),
+            repr(late),
         )
         kind, at, generation, live = (
             _text(reply[0]),
@@ -265,7 +273,7 @@ class StoreScript:
             *self._timing,
             *args,
         ]
-        self.calls += 1
+        self.stats.shared_round_trips += 1
         reply = list(
             await asyncio.wait_for(self._script(keys=self._keys, args=argv), self._timeout)
         )
