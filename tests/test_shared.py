@@ -167,6 +167,28 @@ async def test_a_client_slower_than_its_rate_leases_what_it_can_use(
         await close_redis(redis)
 
 
+async def test_a_lost_state_does_not_make_a_client_forget_the_others(
+    redis_server: RedisServer,
+) -> None:
+    # After a loss the script counts the clients afresh: the first to call is alone there.
+    # Were Redis to go away then, that client would pace alone at the whole rate.
+    ns = namespace_for(API_KEY, "http://live.example")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pacers = [SharedPacer(redis, namespace=ns, rate_limit=100.0, lease_ahead=False)]
+    pacers += [SharedPacer(redis, namespace=ns, rate_limit=100.0) for _ in range(3)]
+    try:
+        for pacer in reversed(pacers):
+            await pacer.acquire()
+        assert pacers[0]._live == 4
+        await redis.delete(*(f"{ns}:{key}" for key in ("state", "sends", "clients")))
+        await pacers[0].acquire()  # a round trip: the script now counts one client
+        assert pacers[0]._live == 4  # the others count for as long as the script would
+    finally:
+        for pacer in pacers:
+            await pacer.aclose()
+        await close_redis(redis)
+
+
 # -- the shared pause -------------------------------------------------------------------
 
 

@@ -105,7 +105,8 @@ class SharedPacer:
         self._policy = FleetPolicy(rate_limit, max_pause=max_pause)
         self._rate_limit = rate_limit
         self._timeout = timeout
-        self._live = 1
+        self._live = 1  # clients live on the key (see _count_live)
+        self._live_at = -math.inf
         self._pause = Pause(max_pause)  # on our clock
         self._taken_since = False
         self._next_free = -math.inf  # when the key's next free send time is due, on our clock
@@ -304,7 +305,7 @@ class SharedPacer:
                     if not waiter.done():
                         waiter.set_result(_NO_SLOT)
                 break
-            self._live = reply.live
+            self._count_live(reply.live)
             if isinstance(reply, Outdated):
                 self._policy.load(reply.version, reply.policy)
                 queue.extendleft(reversed(batch))  # ask again with the key's rate
@@ -506,7 +507,19 @@ class SharedPacer:
         local = self._clock.now()
         pong = await self._script.ping(now=local)
         self._slots.observe(self._clock.now(), pong.now)
-        self._live = pong.live
+        self._count_live(pong.live)
+
+    def _count_live(self, live: int) -> None:
+        """Take the key's count of live clients; a lower one only once the higher is stale.
+
+        A loss of the state forgets the clients too: the first reply after it counts one.
+        Each other client still counts as live for ``LIVE_SECONDS`` after it was last seen,
+        here as in the script, so a client that falls back then keeps to its real share.
+        """
+        now = self._clock.now()
+        if live >= self._live or now - self._live_at > LIVE_SECONDS:
+            self._live = live
+            self._live_at = now
 
     def _fleet_now(self) -> float:
         return self._slots.fleet_time(self._clock.now())
