@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -274,12 +274,26 @@ class StoreScript:
             *args,
         ]
         self.stats.shared_round_trips += 1
-        reply = list(
-            await asyncio.wait_for(self._script(keys=self._keys, args=argv), self._timeout)
-        )
+        reply = list(await _within(self._script(keys=self._keys, args=argv), self._timeout))
         if op != "decide":
             self.generation = _text(reply[2])
         return reply
+
+
+async def _within(call: Awaitable[Any], seconds: float) -> Any:
+    """``call``'s result, or ``TimeoutError`` after ``seconds``.
+
+    ``asyncio.timeout`` where there is one (3.11+): it runs the call in the caller's task,
+    where ``wait_for`` before 3.12 starts a task of its own: 4% of a round trip's
+    CPU.
+    """
+    if _TIMEOUT is None:  # Python 3.10
+        return await asyncio.wait_for(call, seconds)
+    async with _TIMEOUT(seconds):
+        return await call
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)
 
 
 def _text(value: Any) -> str:
