@@ -563,6 +563,16 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 f"shared {o['shared_instructions']:,} per request, "
                 f"{o['instruction_ratio']:.2f}x, with "
                 f"{o.get('callgrind_round_trips_per_1000', 0):.0f} round trips per 1,000 sends."
+                + (
+                    f" At {o['load_matched_rate']:.0f} req/s instead, the rate that loads the "
+                    f"client under callgrind ({o['callgrind_slowdown']:.0f}x slower) as 1,000 "
+                    f"req/s does natively: local {o['load_matched_local_instructions']:,}, "
+                    f"shared {o['load_matched_shared_instructions']:,}, "
+                    f"{o['load_matched_instruction_ratio']:.2f}x, with "
+                    f"{o['load_matched_round_trips_per_1000']:.0f} round trips per 1,000 sends."
+                    if "load_matched_instruction_ratio" in o
+                    else ""
+                )
                 if "instruction_ratio" in o
                 else ""
             ),
