@@ -51,3 +51,6 @@ class ClientStats:
     summed (the backoff of a request that is itself retried is not counted here)."""
     shared_fallback: float = 0.0
     """Seconds a client with ``shared_limit`` paced alone because Redis was unavailable."""
+    shared_round_trips: int = 0
+    """Calls a client with ``shared_limit`` made to Redis (reservations, refusal reports,
+    pings); per 1,000 ``requests`` it is the cost of sharing the limit."""

@@ -36,7 +36,7 @@ from .connect import close_redis
 from .fallback import Fallback
 from .policy import LOG_SPAN, FleetPolicy
 from .script import Outdated, Paused, Reserved, StoreScript, Timing
-from .slots import STALE_SLOT, Slot, SlotStore
+from .slots import LATE_MAX, STALE_SLOT, Slot, SlotStore
 
 if TYPE_CHECKING:
     from .connect import AnyRedis
@@ -58,6 +58,10 @@ _KEEP = LOG_SPAN + 60.0
 RECOVERY = SHARED_RESERVE_AHEAD + STALE_SLOT + 0.2
 # Tries at a decision that another client's decision overtook.
 _DECIDE_TRIES = 3
+# Seconds over which this client's own pace of sends is measured (leases are sized by it).
+_PACE_WINDOW = 0.25
+# Weight of the newest sample in the running estimates (pace, round trip time).
+_NEWEST = 0.5
 
 
 class _Wait:
@@ -89,24 +93,30 @@ class SharedPacer:
         self._redis = redis
         self._owns_redis = owns_redis
         self._clock: Clock = clock if clock is not None else LoopClock()
+        self._stats = stats if stats is not None else ClientStats()
         self._script = StoreScript(
             redis,
             namespace,
             timing=Timing(keep=_KEEP, recovery=RECOVERY, log_span=LOG_SPAN, live=LIVE_SECONDS),
             timeout=timeout,
             redis_time=redis_time,
+            stats=self._stats,
         )
         self._policy = FleetPolicy(rate_limit, max_pause=max_pause)
         self._rate_limit = rate_limit
-        self._stats = stats if stats is not None else ClientStats()
         self._timeout = timeout
-        self._live = 1
+        self._live = 1  # clients live on the key (see _count_live)
+        self._live_at = -math.inf
         self._pause = Pause(max_pause)  # on our clock
         self._taken_since = False
         self._next_free = -math.inf  # when the key's next free send time is due, on our clock
         self._queue: deque[asyncio.Future[Slot | _Wait]] = deque()
         self._slots = SlotStore()
         self._lease_ahead = lease_ahead
+        # This client's own pace of sends, which sizes its leases (see _lease).
+        self._taken = 0  # slots taken since _counted_since
+        self._counted_since: float | None = None
+        self._pace: float | None = None  # slots taken per second, a running estimate
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fallback: Fallback | None = None
@@ -132,11 +142,6 @@ class SharedPacer:
         """Whether pacing goes through Redis now (``False`` while it is unavailable)."""
         return self._fallback is None or not self._fallback.away
 
-    @property
-    def round_trips(self) -> int:
-        """Calls made to Redis."""
-        return self._script.calls
-
     def paused_for(self) -> float:
         """While paused after a refusal, the seconds the server asked for that are left."""
         return self._pause.left(self._clock.now())
@@ -157,6 +162,7 @@ class SharedPacer:
         if slot is None or slot.due > now:
             return None
         self._slots.take_first()
+        self._taken += 1
         return slot.at
 
     async def acquire(self, max_pause: float = math.inf) -> float:
@@ -189,6 +195,7 @@ class SharedPacer:
             if clock.now() < self._pause.until:
                 self._slots.keep(slot)  # a refusal came while we slept
                 continue
+            self._taken += 1
             return slot.at
 
     def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
@@ -264,6 +271,7 @@ class SharedPacer:
             linger = self._next_free - SHARED_LEASE_HORIZON - self._clock.now()
             if linger > 0:
                 await self._clock.sleep(linger)
+            self._serve_spares()
             batch: list[asyncio.Future[Slot | _Wait]] = []
             while queue and len(batch) < SHARED_LEASE_MAX:
                 waiter = queue.popleft()
@@ -274,8 +282,10 @@ class SharedPacer:
             # Lease ahead once the spares are used up: a few more slots, due within
             # SHARED_LEASE_HORIZON, which later sends take without a round trip
             # (try_acquire). Any nobody takes in time are dropped, unused.
-            ahead = SHARED_LEASE_MAX - len(batch) if self._lease_ahead and not self._slots else 0
             local = self._clock.now()
+            ahead, late = 0, STALE_SLOT
+            if self._lease_ahead and not self._slots:
+                ahead, late = self._lease(local, SHARED_LEASE_MAX - len(batch))
             rate = self._policy.rate_at(self._slots.fleet_time(local))
             try:
                 reply = await self._script.reserve(
@@ -287,6 +297,7 @@ class SharedPacer:
                     window_margin=_WINDOW_MARGIN,
                     version=self._policy.version,
                     now=local,
+                    late=max(0.0, late - STALE_SLOT),
                 )
             except Exception as exc:  # never fail a call because of Redis
                 self._fall_back(exc)
@@ -294,7 +305,7 @@ class SharedPacer:
                     if not waiter.done():
                         waiter.set_result(_NO_SLOT)
                 break
-            self._live = reply.live
+            self._count_live(reply.live)
             if isinstance(reply, Outdated):
                 self._policy.load(reply.version, reply.policy)
                 queue.extendleft(reversed(batch))  # ask again with the key's rate
@@ -305,7 +316,7 @@ class SharedPacer:
                     if not waiter.done():
                         waiter.set_result(_NO_SLOT)
                 continue
-            self._hand_out(batch, reply, rate)
+            self._hand_out(batch, reply, rate, late)
             if reply.next_at is not None and queue:
                 # Reserved up to the cap: come back when half of it is free again.
                 due = reply.next_at - SHARED_RESERVE_AHEAD / 2 + self._slots.offset
@@ -316,10 +327,20 @@ class SharedPacer:
                 waiter.set_result(_NO_SLOT)
 
     def _hand_out(
-        self, batch: list[asyncio.Future[Slot | _Wait]], reply: Reserved, rate: float | None
+        self,
+        batch: list[asyncio.Future[Slot | _Wait]],
+        reply: Reserved,
+        rate: float | None,
+        late: float,
     ) -> None:
         """Give each waiter a slot; keep the rest; queue again whoever got none."""
-        slots = self._slots.slots(reply.times, local=self._clock.now(), server_now=reply.now)
+        slots = self._slots.slots(
+            reply.times,
+            local=self._clock.now(),
+            server_now=reply.now,
+            leased_from=len(batch),
+            late=late,
+        )
         if slots and rate is not None:
             self._next_free = slots[-1].due + 1.0 / rate
         got = 0
@@ -333,6 +354,36 @@ class SharedPacer:
             got += 1
         for slot in slots[got:]:
             self._slots.keep(slot)
+
+    def _serve_spares(self) -> None:
+        """Give queued waiters spare slots first (a lease may have come in meanwhile)."""
+        queue, now = self._queue, self._clock.now()
+        while queue and (slot := self._slots.first(now)) is not None:
+            waiter = queue.popleft()
+            if not waiter.done():
+                self._slots.take_first()
+                waiter.set_result(slot)
+
+    def _lease(self, now: float, most: int) -> tuple[int, float]:
+        """How many slots to lease ahead (up to ``most``), and how late each may still go.
+
+        Sized by this client's own pace of sends: a client that could not take its slots
+        before they went stale does not lease them (stale slots are the key's capacity
+        wasted); a slow one gets fewer slots, each usable longer, so a lease still lasts
+        it about as many sends. At its pace a fast client's lease is as before.
+        """
+        since = self._counted_since
+        if since is None or now - since >= _PACE_WINDOW:
+            if since is not None:
+                sample = self._taken / (now - since)
+                pace = self._pace
+                self._pace = sample if pace is None else pace + _NEWEST * (sample - pace)
+            self._taken, self._counted_since = 0, now
+        pace, lag = self._pace, self._slots.lag
+        if not pace:
+            return most, STALE_SLOT  # not measured yet (or idle)
+        ahead = min(most, max(1, math.floor(pace * (LATE_MAX - lag))))
+        return ahead, min(LATE_MAX, max(STALE_SLOT, ahead / pace + lag))
 
     # -- refusals -----------------------------------------------------------------------
 
@@ -456,7 +507,19 @@ class SharedPacer:
         local = self._clock.now()
         pong = await self._script.ping(now=local)
         self._slots.observe(self._clock.now(), pong.now)
-        self._live = pong.live
+        self._count_live(pong.live)
+
+    def _count_live(self, live: int) -> None:
+        """Take the key's count of live clients; a lower one only once the higher is stale.
+
+        A loss of the state forgets the clients too: the first reply after it counts one.
+        Each other client still counts as live for ``LIVE_SECONDS`` after it was last seen,
+        here as in the script, so a client that falls back then keeps to its real share.
+        """
+        now = self._clock.now()
+        if live >= self._live or now - self._live_at > LIVE_SECONDS:
+            self._live = live
+            self._live_at = now
 
     def _fleet_now(self) -> float:
         return self._slots.fleet_time(self._clock.now())

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..._constants import RATE_BURST_SECONDS
+from ..._events import ClientStats
 
 if TYPE_CHECKING:
     from .connect import AnyRedis
@@ -134,6 +135,7 @@ class StoreScript:
         timing: Timing,
         timeout: float,
         redis_time: bool = True,
+        stats: ClientStats | None = None,
     ) -> None:
         self._client_id = os.urandom(8).hex()
         self._keys = [
@@ -155,8 +157,8 @@ class StoreScript:
         self._requests = itertools.count()
         #: The state generation last seen ('' before the first reply).
         self.generation = ""
-        #: Round trips made.
-        self.calls = 0
+        #: Counts the round trips (``shared_round_trips``).
+        self.stats = stats if stats is not None else ClientStats()
 
     async def reserve(
         self,
@@ -169,8 +171,13 @@ class StoreScript:
         window_margin: float,
         version: int,
         now: float,
+        late: float = 0.0,
     ) -> Reserved | Paused | Outdated:
-        """Reserve ``count`` send times, and up to ``ahead`` more due within ``lease_horizon``."""
+        """Reserve ``count`` send times, and up to ``ahead`` more due within ``lease_horizon``.
+
+        A slot leased ahead may go up to ``late`` seconds after its time: the key's log
+        counts it then.
+        """
         reply = await self._call(
             "reserve",
             now,
@@ -182,6 +189,7 @@ class StoreScript:
             repr(RATE_BURST_SECONDS),
             repr(window_margin),
             str(version),
+            repr(late),
         )
         kind, at, generation, live = (
             _text(reply[0]),
@@ -265,13 +273,27 @@ class StoreScript:
             *self._timing,
             *args,
         ]
-        self.calls += 1
-        reply = list(
-            await asyncio.wait_for(self._script(keys=self._keys, args=argv), self._timeout)
-        )
+        self.stats.shared_round_trips += 1
+        reply = list(await _within(self._script(keys=self._keys, args=argv), self._timeout))
         if op != "decide":
             self.generation = _text(reply[2])
         return reply
+
+
+async def _within(call: Awaitable[Any], seconds: float) -> Any:
+    """``call``'s result, or ``TimeoutError`` after ``seconds``.
+
+    ``asyncio.timeout`` where there is one (3.11+): it runs the call in the caller's task,
+    where ``wait_for`` before 3.12 starts a task of its own: 4% of a round trip's
+    CPU.
+    """
+    if _TIMEOUT is None:  # Python 3.10
+        return await asyncio.wait_for(call, seconds)
+    async with _TIMEOUT(seconds):
+        return await call
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)
 
 
 def _text(value: Any) -> str:

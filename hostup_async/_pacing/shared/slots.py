@@ -1,8 +1,12 @@
 """``SlotStore``: send times reserved in Redis, held locally until a send takes them.
 
 A slot is a reserved send time on Redis' clock (what the pacer hands out as the send
-time) and on this client's clock (when to send). Slots leased ahead, or left by a
-cancelled waiter, wait here for the next send; one too late to use is dropped.
+time) and on this client's clock (when to send), and the last moment it may still go.
+Slots leased ahead, or left by a cancelled waiter, wait here for the next send; one too
+late to use is dropped.
+
+The store also measures how late replies arrive (``lag``): a reply read later than the
+quickest one did brings slots already that late.
 """
 
 from __future__ import annotations
@@ -17,16 +21,27 @@ __all__ = ["Slot", "SlotStore"]
 _DRIFT = 0.0005
 # A spare slot is still worth using this late, in seconds (later, it would bunch sends).
 STALE_SLOT = 0.05
+#: Most seconds after its time a slot leased ahead may still go: a client too slow to use
+#: its lease within ``STALE_SLOT`` has it logged (and counted in the key's 1-s window)
+#: this much later instead. Below ``SHARED_RESERVE_AHEAD``, so the wait after a loss of
+#: the state (``RECOVERY``) still outlasts every send reserved before it.
+LATE_MAX = 0.25
+# Weight of the newest sample in the running estimates (reply lag).
+_NEWEST = 0.25
 
 
 class Slot:
-    """A reserved send time: on Redis' clock (``at``) and on this client's (``due``)."""
+    """A reserved send time on Redis' clock (``at``) and on ours (``due``), and its last moment.
 
-    __slots__ = ("at", "due")
+    ``until``: the last moment on our clock it may still go.
+    """
 
-    def __init__(self, at: float, due: float) -> None:
+    __slots__ = ("at", "due", "until")
+
+    def __init__(self, at: float, due: float, until: float) -> None:
         self.at = at
         self.due = due
+        self.until = until
 
 
 class SlotStore:
@@ -38,6 +53,8 @@ class SlotStore:
         self.dropped = 0
         self._offset = math.inf  # our clock minus Redis'
         self._offset_stamp = 0.0
+        #: Seconds replies arrive later than the quickest one did (a running average).
+        self.lag = 0.0
 
     def __len__(self) -> int:
         return len(self._spare)
@@ -51,10 +68,29 @@ class SlotStore:
         """A time on our clock, on Redis'."""
         return local - self.offset
 
-    def slots(self, times: list[float], *, local: float, server_now: float) -> list[Slot]:
-        """Turn reserved times from a reply read at ``local`` into slots."""
+    def slots(
+        self,
+        times: list[float],
+        *,
+        local: float,
+        server_now: float,
+        leased_from: int | None = None,
+        late: float = STALE_SLOT,
+    ) -> list[Slot]:
+        """Turn reserved times from a reply read at ``local`` into slots.
+
+        Those from index ``leased_from`` on were leased ahead: each may go up to ``late``
+        seconds after its time (the others ``STALE_SLOT``).
+        """
         offset = self.observe(local, server_now)
-        return [Slot(t, t + offset) for t in times]
+        lag = local - server_now - offset
+        self.lag += _NEWEST * (lag - self.lag)
+        cut = len(times) if leased_from is None else leased_from
+        grace = max(late, STALE_SLOT)
+        return [
+            Slot(t, t + offset, t + offset + (STALE_SLOT if i < cut else grace))
+            for i, t in enumerate(times)
+        ]
 
     def observe(self, local: float, server_now: float) -> float:
         """Our clock minus Redis', estimated from the quickest replies.
@@ -72,7 +108,7 @@ class SlotStore:
     def first(self, now: float) -> Slot | None:
         """The earliest spare slot still usable (it stays in), dropping stale ones."""
         spare = self._spare
-        while spare and spare[0].due < now - STALE_SLOT:
+        while spare and spare[0].until < now:
             del spare[0]  # too late to use: sending now would bunch with later slots
             self.dropped += 1
         return spare[0] if spare else None

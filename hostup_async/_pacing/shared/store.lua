@@ -83,10 +83,12 @@ local function seen()
   return redis.call('ZCARD', KEYS[4])
 end
 
-local function note_send(t)
+-- A send reserved at t that may go as late as t + late: the log holds its latest time, so
+-- the 1-s window count below errs high, never low; the schedule (last) moves to t.
+local function note_send(t, late)
   if first == '' then first = fmt(t) end  -- the key's first send (the policy's window)
   seq = seq + 1
-  redis.call('ZADD', KEYS[2], fmt(t), seq)
+  redis.call('ZADD', KEYS[2], fmt(t + (late or 0)), seq)
   if t > last then last = t end
 end
 
@@ -98,7 +100,8 @@ end
 local out
 if op == 'reserve' then
   -- ARGV[10] count, [11] more to lease ahead, [12] lease horizon s, [13] reserve cap s,
-  -- [14] rate ('' for none), [15] burst s, [16] window margin s, [17] policy version known
+  -- [14] rate ('' for none), [15] burst s, [16] window margin s, [17] policy version known,
+  -- [18] seconds after its time a slot leased ahead may still be sent (logged that late)
   -- returns {'slots', now, gen, live, next, t1, t2, ...}: send times; fewer than asked
   --   when the next (at next) is more than the cap ahead of now,
   -- {'paused', now, gen, live, paused_left, asked_left}: nothing reserved, or
@@ -107,6 +110,7 @@ if op == 'reserve' then
   local count, ahead = tonumber(ARGV[10]), tonumber(ARGV[11])
   local lease_until, cap_until = now + tonumber(ARGV[12]), now + tonumber(ARGV[13])
   local rate, burst, margin = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  local late = tonumber(ARGV[18])
   if tonumber(ARGV[17]) ~= version then
     out = {'policy', fmt(now), gen, live, tostring(version), policy}
   elseif paused > now then
@@ -146,7 +150,7 @@ if op == 'reserve' then
         break
       end
       tat = next_tat
-      note_send(t)
+      note_send(t, i > count and late or 0)
       out[#out + 1] = fmt(t)
     end
     if nxt then out[5] = fmt(nxt) end
