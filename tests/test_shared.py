@@ -345,6 +345,33 @@ async def test_a_read_only_redis_is_paced_around_and_sharing_resumes(
     assert sum("Redis is back" in m for m in messages) == 1
 
 
+async def test_redis_failing_again_just_after_it_is_back_warns_once(
+    own_redis: RedisServer, fake: FakeHostUp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hostup_async")
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        async with HostUpClient(
+            API_KEY, base_url=fake.url, rate_limit=200, shared_limit=own_redis.url
+        ) as client:
+            pacer = client._pacer
+            assert isinstance(pacer, SharedPacer)
+            await client.fetch_vms(range(1, 11), usage_log=False)
+            for _ in range(2):  # away, back, and away again within SHARED_REJOIN (2 s)
+                await admin.replicaof("127.0.0.1", free_port())  # read-only
+                results = await client.fetch_vms(range(11, 81), usage_log=False)
+                assert all(r.ok for r in results) and not pacer.sharing
+                await admin.replicaof("NO", "ONE")
+                while not pacer.sharing:  # the reconnect's next try: no time asserted
+                    await client.get_vm_details(1, usage_log=False)
+                    await asyncio.sleep(0.05)
+    finally:
+        await close_redis(admin)
+    records = [r for r in caplog.records if "Redis is unavailable" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]
+    assert "again" in records[1].getMessage()
+
+
 async def test_a_redis_that_stops_answering_is_paced_around(
     own_redis: RedisServer, fake: FakeHostUp, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -38,6 +38,7 @@ class Fallback:
         max_pause: float,
         stats: ClientStats,
         reason: BaseException,
+        relapse: bool = False,
     ) -> None:
         self._clock = clock
         self._pacer = LocalPacer(share, clock=clock, max_pause=max_pause)
@@ -48,10 +49,14 @@ class Fallback:
         #: Whether Redis is away now (``False``: back, keeping to the share a while longer).
         self.away = True
         self._rejoined_until = math.inf
+        # One warning an outage: Redis failing again while this client still keeps to its
+        # share after the last one (a node restarting, a cluster settling) is the same one.
         # The error's type only: its text may name the server, and a URL may hold a password.
-        logger.warning(
-            "shared rate limit: Redis is unavailable (%s); pacing this client alone at "
+        logger.log(
+            logging.INFO if relapse else logging.WARNING,
+            "shared rate limit: Redis is unavailable%s (%s); pacing this client alone at "
             "%s until it is back",
+            " again" if relapse else "",
             type(reason).__name__,
             "no limit" if share is None else f"{share:.3g} req/s (its share of {rate:.3g})",
         )

@@ -487,6 +487,7 @@ class SharedPacer:
         """Pace alone at this client's share of the rate until Redis answers again."""
         if (self._fallback is not None and self._fallback.away) or self._closed:
             return
+        relapse = self._current_fallback() is not None  # back, but not yet for long
         clock = _FleetClock(self._clock, self._slots.offset)
         now = clock.now()
         rate = self._policy.rate_at(now)
@@ -498,6 +499,7 @@ class SharedPacer:
             max_pause=self.max_pause,
             stats=self._stats,
             reason=exc,
+            relapse=relapse,
         )
         task = asyncio.get_running_loop().create_task(fallback.reconnect(self._ping))
         self._tasks.add(task)
