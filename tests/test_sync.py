@@ -424,6 +424,11 @@ INTERRUPT_SCRIPT = """
 import asyncio, os, signal, sys, threading
 from hostup_async.sync import HostUpClient
 
+# Ctrl-C as at a terminal: a shell without job control (a CI step, `nox &`) starts its
+# background jobs with SIGINT ignored, their children inherit that, and Python then installs
+# no KeyboardInterrupt handler (this test hung its 30 s there).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 client = HostUpClient(sys.argv[1], base_url=sys.argv[2], rate_limit=None)
 client.get_vm_details(1, usage_log=False)
 print("first call answered", flush=True)  # a hang after this line is the interrupt's
