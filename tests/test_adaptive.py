@@ -181,6 +181,26 @@ def test_the_rate_drops_from_the_lower_of_the_measure_and_the_rate_in_force() ->
     assert decision.rate == pytest.approx(policy.backoff * 50)
 
 
+def test_a_restored_state_with_its_logs_replayed_decides_as_the_original() -> None:
+    original = AdaptiveRate(400.0)
+    sends = [99.0 + i / 100 for i in range(101)]
+    original.replay(None, sends, [])
+    original.on_refused(100.01, 100.0, 0.8)
+    later = [101.0 + i / 90 for i in range(91)]
+    original.replay(None, later, [102.0])
+    copy = AdaptiveRate(400.0)
+    copy.restore(original.state())
+    copy.replay(99.0, sends + later, [100.0, 102.0])
+    assert copy.state() == original.state() and copy.epoch == original.epoch
+    assert [copy.rate_at(t) for t in (100.5, 103.0, 120.0)] == [
+        original.rate_at(t) for t in (100.5, 103.0, 120.0)
+    ]
+    assert repr(copy.on_refused(102.01, 102.0, None)) == repr(
+        original.on_refused(102.01, 102.0, None)
+    )
+    assert copy.state() == original.state()
+
+
 def test_the_rate_never_drops_below_the_minimum() -> None:
     policy = AdaptiveRate(None)
     for t in (80.0, 85.0, 90.0, 95.0):  # a client sending one request every 5 s

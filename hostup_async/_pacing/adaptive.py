@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from .._constants import (
     ADAPTIVE_BACKOFF,
@@ -66,7 +68,7 @@ from .._constants import (
     RATE_LIMIT_PAUSE,
 )
 
-__all__ = ["AdaptiveRate", "Decision"]
+__all__ = ["AdaptiveRate", "Decision", "RateState"]
 
 # Longest server window a measure looks back over, in seconds.
 _MAX_SPAN = 60.0
@@ -126,6 +128,34 @@ class Decision:
             f"Decision(pause={self.pause!r}, asked={self.asked!r}, rate={self.rate!r}, "
             f"measured={self.measured!r}, thin={self.thin!r})"
         )
+
+
+class RateState(NamedTuple):
+    """What ``AdaptiveRate``'s decisions leave behind: its state without the logs.
+
+    ``AdaptiveRate.state()`` exports it and ``AdaptiveRate.restore()`` takes it back, so a
+    pacer may store the policy elsewhere (the shared pacer keeps it in Redis) and decide
+    the next refusal on the stored state and the logs it replays (``replay``).
+    """
+
+    #: Refusals of requests sent before this are the burst the last decision acted on.
+    epoch: float
+    #: The rate the curve climbs back to (``None``: no decision yet, the ceiling holds).
+    held: float | None
+    #: The rate right after the last lowering.
+    floor: float
+    #: When the pause of the last decision ended.
+    resume: float
+    #: Seconds resting at the held rate before probing (0 after a thin sample).
+    rest: float
+    #: What the last decision was based on ("": none yet).
+    kind: str
+    #: The rate the last decision took as the server's limit.
+    target: float
+    #: What the last decision measured.
+    measured: float
+    #: Times a refusal lowered the rate.
+    lowered: int
 
 
 class _Log:
@@ -315,6 +345,48 @@ class AdaptiveRate:
         self._epoch = now
         self.lowered += 1
         return Decision(pause, asked, rate, measured, thin=thin)
+
+    @property
+    def epoch(self) -> float:
+        """Refusals of requests sent before this belong to the burst already acted on."""
+        return self._epoch
+
+    def state(self) -> RateState:
+        """The state the decisions left behind (not the logs), for ``restore``."""
+        return RateState(
+            self._epoch,
+            self._held,
+            self._floor,
+            self._resume,
+            self._rest,
+            self._kind,
+            self._target,
+            self._measured,
+            self.lowered,
+        )
+
+    def restore(self, state: RateState) -> None:
+        """Take back a state ``state()`` exported (the logs are not part of it)."""
+        self._epoch = state.epoch
+        self._held = state.held
+        self._floor = state.floor
+        self._resume = state.resume
+        self._rest = state.rest
+        self._kind = state.kind
+        self._target = state.target
+        self._measured = state.measured
+        self.lowered = state.lowered
+
+    def replay(
+        self, first: float | None, sends: Iterable[float], refusals: Iterable[float]
+    ) -> None:
+        """Load logs kept elsewhere: the first send (if known), sends, refused sends' times."""
+        if first is not None:
+            self._first = first
+        for t in sends:
+            self.on_send(t)
+        for t in refusals:
+            self._refused.add(t)
 
     def rate_at(self, now: float) -> float | None:
         """Requests per second allowed at ``now`` (``None``: no limit)."""
