@@ -26,7 +26,7 @@ from hostup_async._constants import (
 )
 from hostup_async._http.hints import quota_spent_wait
 from hostup_async._pacing import LocalPacer, Pause, PauseTooLong
-from hostup_async._pacing.adaptive import AdaptiveRate, _Log
+from hostup_async._pacing.adaptive import AdaptiveRate, RateState, _Log
 from hostup_async._pacing.bucket import SendBucket
 from hostup_async.testing import FakeHostUp, Fault
 
@@ -199,6 +199,36 @@ def test_a_restored_state_with_its_logs_replayed_decides_as_the_original() -> No
         original.on_refused(102.01, 102.0, None)
     )
     assert copy.state() == original.state()
+
+
+def resting_at(held: float, peak: float) -> AdaptiveRate:
+    """A policy resting at ``held`` since a measure at second 30; ``peak`` the most it saw."""
+    policy = AdaptiveRate(400.0)
+    policy.restore(RateState(30.0, held, held * 0.95, 30.01, 8.0, "measured", held, held, 1, peak))
+    return policy
+
+
+def test_a_client_refused_far_below_what_it_once_got_keeps_its_rate_on_a_full_key() -> None:
+    # Others on the key filled it: the server took about all this client sent (one refused).
+    shared, alone = resting_at(29.7, peak=100.0), resting_at(29.7, peak=30.0)
+    for policy in (shared, alone):
+        sent(policy, 59, 34.0, 36.0)
+    kept = shared.on_refused(36.0, 36.0, 0.01)
+    cut = alone.on_refused(36.0, 36.0, 0.01)
+    assert kept.rate == pytest.approx(0.95 * 29.7)  # only the usual step below the rate
+    assert kept.rate is not None and cut.rate is not None
+    assert cut.rate < kept.rate - 1  # the measure ran high: further
+    # And it probes again at once, where the other rests first.
+    back = 36.01 + ADAPTIVE_RECOVER
+    assert (shared.rate_at(back + 4.0) or 0) > (shared.rate_at(back) or 0) > 29.0
+    assert alone.rate_at(back + 4.0) == alone.rate_at(back)
+
+
+def test_the_probe_grows_by_as_much_for_a_small_client_as_for_a_big_one() -> None:
+    small, big = resting_at(10.0, peak=10.0), resting_at(35.0, peak=35.0)
+    for t in (42.0, 45.0, 50.0):
+        grown = (small.rate_at(t) or 0) - 10.0, (big.rate_at(t) or 0) - 35.0
+        assert grown[0] == pytest.approx(grown[1]) and grown[0] > 0
 
 
 def test_the_rate_never_drops_below_the_minimum() -> None:

@@ -36,6 +36,7 @@ class _State(msgspec.Struct, array_like=True, frozen=True):
     target: float
     measured: float
     lowered: int
+    peak: float = 0.0  # (a state stored before it was kept reads as none)
 
 
 _encode = msgspec.json.Encoder().encode
