@@ -224,6 +224,16 @@ def test_a_client_refused_far_below_what_it_once_got_keeps_its_rate_on_a_full_ke
     assert alone.rate_at(back + 4.0) == alone.rate_at(back)
 
 
+def test_a_spent_quota_while_resting_is_the_limit_reached_not_a_measure_that_ran_high() -> None:
+    spent, refused = resting_at(99.0, peak=100.0), resting_at(99.0, peak=100.0)
+    for policy in (spent, refused):
+        sent(policy, 198, 34.0, 36.0)
+    at_limit = spent.on_refused(36.0, 36.0, 0.5, refused=False)
+    assert at_limit.rate == pytest.approx(0.95 * 99.0)
+    further = refused.on_refused(36.0, 36.0, 0.5)  # a 429 there: the measure ran high
+    assert further.rate is not None and further.rate < 0.95 * 0.95 * 99.0 + 0.01
+
+
 def test_the_probe_grows_by_as_much_for_a_small_client_as_for_a_big_one() -> None:
     small, big = resting_at(10.0, peak=10.0), resting_at(35.0, peak=35.0)
     for t in (42.0, 45.0, 50.0):

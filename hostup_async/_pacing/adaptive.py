@@ -329,6 +329,10 @@ class AdaptiveRate:
         elif measured < _TOOK_LESS * allowed:
             # The server took clearly less than this client sent: that is its limit.
             kind, target = _MEASURED, measured
+        elif not refused:
+            # The server took the request and said its quota is spent: the rate is at the
+            # limit, not over it (no refusal to say a measure ran high or the limit fell).
+            kind, target = _SATURATED, min(measured, allowed)
         elif (
             self._kind == _MEASURED
             and now < climbed + _AGAIN
