@@ -33,7 +33,9 @@ How it decides:
   drop from that (refused while resting at a measured rate, the measure ran high: a
   further ``_RESTING_BACKOFF``). Refused again right after such a drop, the limit fell:
   what the server took since the last refusal, the pause included, says how far (at most
-  a drop to ``_FELL_BACKOFF`` of the rate in force).
+  a drop to ``_FELL_BACKOFF`` of the rate in force). A spent quota on a request the
+  server took is only ever the rate at the limit, not over it: the same drop from the
+  lower of the measure and the rate in force, none of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
