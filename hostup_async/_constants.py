@@ -140,18 +140,21 @@ ADAPTIVE_RECOVER = 2.0
 #: after a thin sample: nothing was measured to rest at).
 ADAPTIVE_REST_TIME = 8.0
 
-#: Seconds of probing after the plateau by which the rate has grown to
-#: ``1 + ADAPTIVE_PROBE_GAIN`` times the rate it rested at (a cubic: gently at first).
+#: Seconds of probing after the plateau by which the rate has grown by the larger of
+#: ``ADAPTIVE_PROBE_GAIN`` times the rate it rested at and ``ADAPTIVE_PROBE_STEP`` req/s
+#: (a cubic: gently at first, 8 times as much after twice as long).
 ADAPTIVE_PROBE = 8.0
 
 #: How far the probe has grown after ``ADAPTIVE_PROBE`` seconds, as a share of the resting
 #: rate: 1.5 finds a doubled limit within 20 s of a refusal.
 ADAPTIVE_PROBE_GAIN = 1.5
 
-#: Requests per second added by the probe after ``ADAPTIVE_PROBE`` seconds whatever the
-#: rate: a client squeezed low by others on the key climbs as fast as they do, in absolute
-#: terms, so clients sharing a key converge to fair shares.
-ADAPTIVE_PROBE_STEP = 25.0
+#: Requests per second the probe has grown by after ``ADAPTIVE_PROBE`` seconds at least,
+#: whatever the rate. Below ``ADAPTIVE_PROBE_STEP / ADAPTIVE_PROBE_GAIN`` req/s (40) every
+#: client climbs by as much, big or small: clients sharing a key each give back in
+#: proportion to their rate and climb by the same, so their shares converge (Chiu-Jain);
+#: growth in proportion to the rate would keep the big client big.
+ADAPTIVE_PROBE_STEP = 60.0
 
 #: Longest wait a server's retry hint may impose, in seconds, unless the client or the
 #: call says otherwise: a hint above it ends the call at once with ``RateLimitError``.

@@ -26,7 +26,7 @@ from hostup_async._constants import (
 )
 from hostup_async._http.hints import quota_spent_wait
 from hostup_async._pacing import LocalPacer, Pause, PauseTooLong
-from hostup_async._pacing.adaptive import AdaptiveRate, _Log
+from hostup_async._pacing.adaptive import AdaptiveRate, RateState, _Log
 from hostup_async._pacing.bucket import SendBucket
 from hostup_async.testing import FakeHostUp, Fault
 
@@ -179,6 +179,66 @@ def test_the_rate_drops_from_the_lower_of_the_measure_and_the_rate_in_force() ->
     sent(policy, 100, 99.0, 100.0)  # 100 in the last second, but the rate was 50
     decision = policy.on_refused(100.0, 100.0, None)
     assert decision.rate == pytest.approx(policy.backoff * 50)
+
+
+def test_a_restored_state_with_its_logs_replayed_decides_as_the_original() -> None:
+    original = AdaptiveRate(400.0)
+    sends = [99.0 + i / 100 for i in range(101)]
+    original.replay(None, sends, [])
+    original.on_refused(100.01, 100.0, 0.8)
+    later = [101.0 + i / 90 for i in range(91)]
+    original.replay(None, later, [102.0])
+    copy = AdaptiveRate(400.0)
+    copy.restore(original.state())
+    copy.replay(99.0, sends + later, [100.0, 102.0])
+    assert copy.state() == original.state() and copy.epoch == original.epoch
+    assert [copy.rate_at(t) for t in (100.5, 103.0, 120.0)] == [
+        original.rate_at(t) for t in (100.5, 103.0, 120.0)
+    ]
+    assert repr(copy.on_refused(102.01, 102.0, None)) == repr(
+        original.on_refused(102.01, 102.0, None)
+    )
+    assert copy.state() == original.state()
+
+
+def resting_at(held: float, peak: float) -> AdaptiveRate:
+    """A policy resting at ``held`` since a measure at second 30; ``peak`` the most it saw."""
+    policy = AdaptiveRate(400.0)
+    policy.restore(RateState(30.0, held, held * 0.95, 30.01, 8.0, "measured", held, held, 1, peak))
+    return policy
+
+
+def test_a_client_refused_far_below_what_it_once_got_keeps_its_rate_on_a_full_key() -> None:
+    # Others on the key filled it: the server took about all this client sent (one refused).
+    shared, alone = resting_at(29.7, peak=100.0), resting_at(29.7, peak=30.0)
+    for policy in (shared, alone):
+        sent(policy, 59, 34.0, 36.0)
+    kept = shared.on_refused(36.0, 36.0, 0.01)
+    cut = alone.on_refused(36.0, 36.0, 0.01)
+    assert kept.rate == pytest.approx(0.95 * 29.7)  # only the usual step below the rate
+    assert kept.rate is not None and cut.rate is not None
+    assert cut.rate < kept.rate - 1  # the measure ran high: further
+    # And it probes again at once, where the other rests first.
+    back = 36.01 + ADAPTIVE_RECOVER
+    assert (shared.rate_at(back + 4.0) or 0) > (shared.rate_at(back) or 0) > 29.0
+    assert alone.rate_at(back + 4.0) == alone.rate_at(back)
+
+
+def test_a_spent_quota_while_resting_is_the_limit_reached_not_a_measure_that_ran_high() -> None:
+    spent, refused = resting_at(99.0, peak=100.0), resting_at(99.0, peak=100.0)
+    for policy in (spent, refused):
+        sent(policy, 198, 34.0, 36.0)
+    at_limit = spent.on_refused(36.0, 36.0, 0.5, refused=False)
+    assert at_limit.rate == pytest.approx(0.95 * 99.0)
+    further = refused.on_refused(36.0, 36.0, 0.5)  # a 429 there: the measure ran high
+    assert further.rate is not None and further.rate < 0.95 * 0.95 * 99.0 + 0.01
+
+
+def test_the_probe_grows_by_as_much_for_a_small_client_as_for_a_big_one() -> None:
+    small, big = resting_at(10.0, peak=10.0), resting_at(35.0, peak=35.0)
+    for t in (42.0, 45.0, 50.0):
+        grown = (small.rate_at(t) or 0) - 10.0, (big.rate_at(t) or 0) - 35.0
+        assert grown[0] == pytest.approx(grown[1]) and grown[0] > 0
 
 
 def test_the_rate_never_drops_below_the_minimum() -> None:

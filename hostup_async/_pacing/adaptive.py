@@ -33,17 +33,29 @@ How it decides:
   drop from that (refused while resting at a measured rate, the measure ran high: a
   further ``_RESTING_BACKOFF``). Refused again right after such a drop, the limit fell:
   what the server took since the last refusal, the pause included, says how far (at most
-  a drop to ``_FELL_BACKOFF`` of the rate in force).
+  a drop to ``_FELL_BACKOFF`` of the rate in force). A spent quota on a request the
+  server took is only ever the rate at the limit, not over it: the same drop from the
+  lower of the measure and the rate in force, none of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
   within ``ADAPTIVE_RECOVER`` seconds, however far it fell. It rests there
   ``ADAPTIVE_REST_TIME`` seconds (polite: no refusal every few seconds), then probes on
-  a cubic: ``ADAPTIVE_PROBE`` seconds on it is ``1 + ADAPTIVE_PROBE_GAIN`` times the
-  resting rate plus ``ADAPTIVE_PROBE_STEP`` req/s (the fixed step lets a client squeezed
-  low by others on the key climb as fast as they do). A probe refused while the server
-  takes about the resting rate goes back to it: the limit has not moved. Never above the
-  configured ceiling.
+  a cubic: ``ADAPTIVE_PROBE`` seconds on it has grown by the larger of
+  ``ADAPTIVE_PROBE_GAIN`` times the resting rate and ``ADAPTIVE_PROBE_STEP`` req/s. A
+  probe refused while the server takes about the resting rate goes back to the lower of
+  the two: the limit has not moved. Never above the configured ceiling.
+- **Other clients on the key (no shared limit): fair shares.** As Chiu and Jain show for
+  senders that only see their own refusals, shares converge when every client gives
+  back in proportion to its own rate and climbs by the same amount: each measure is
+  this client's own take (refusals hit each client in proportion to its sends), and
+  below ``ADAPTIVE_PROBE_STEP / ADAPTIVE_PROBE_GAIN`` req/s the probe grows by the same
+  step for every client. A client refused while its rate is under ``_SHARING`` of the
+  most the server was ever measured to take from it (``peak``), in a sample where the
+  server took about all it sent (at most a few refused), met a key others filled: it
+  keeps its rate and probes again at once, instead of backing off further (a "limit
+  that fell" or "the measure ran high"), so the small client is never the one pushed
+  to the floor. A clear measure (many refused) still counts in full.
 - A refusal before anything was accepted only pauses: it says nothing about the rate.
 """
 
@@ -51,6 +63,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from .._constants import (
     ADAPTIVE_BACKOFF,
@@ -66,7 +80,7 @@ from .._constants import (
     RATE_LIMIT_PAUSE,
 )
 
-__all__ = ["AdaptiveRate", "Decision"]
+__all__ = ["AdaptiveRate", "Decision", "RateState"]
 
 # Longest server window a measure looks back over, in seconds.
 _MAX_SPAN = 60.0
@@ -94,6 +108,13 @@ _LEVELS = (_MEASURED, _SATURATED, _PROBED)
 # A client that sent at less than this share of its rate was not held by its rate: what
 # the server took from it is a lower bound of the limit.
 _APP_LIMITED = 0.8
+# A client refused while its rate in force is under this share of the most the server was
+# ever measured to take from it shares the key with other clients.
+_SHARING = 0.6
+# A measure that counts at most this many refused (or this share of the sends) is only
+# a full key, not this client's limit, when the client shares the key.
+_FEW_REFUSED = 2
+_FEW_REFUSED_SHARE = 0.1
 
 
 class Decision:
@@ -126,6 +147,36 @@ class Decision:
             f"Decision(pause={self.pause!r}, asked={self.asked!r}, rate={self.rate!r}, "
             f"measured={self.measured!r}, thin={self.thin!r})"
         )
+
+
+class RateState(NamedTuple):
+    """What ``AdaptiveRate``'s decisions leave behind: its state without the logs.
+
+    ``AdaptiveRate.state()`` exports it and ``AdaptiveRate.restore()`` takes it back, so a
+    pacer may store the policy elsewhere (the shared pacer keeps it in Redis) and decide
+    the next refusal on the stored state and the logs it replays (``replay``).
+    """
+
+    #: Refusals of requests sent before this are the burst the last decision acted on.
+    epoch: float
+    #: The rate the curve climbs back to (``None``: no decision yet, the ceiling holds).
+    held: float | None
+    #: The rate right after the last lowering.
+    floor: float
+    #: When the pause of the last decision ended.
+    resume: float
+    #: Seconds resting at the held rate before probing (0 after a thin sample).
+    rest: float
+    #: What the last decision was based on ("": none yet).
+    kind: str
+    #: The rate the last decision took as the server's limit.
+    target: float
+    #: What the last decision measured.
+    measured: float
+    #: Times a refusal lowered the rate.
+    lowered: int
+    #: The most a full sample measured the server to take from this client.
+    peak: float = 0.0
 
 
 class _Log:
@@ -168,6 +219,7 @@ class AdaptiveRate:
         "_held",
         "_kind",
         "_measured",
+        "_peak",
         "_plateau",
         "_refused",
         "_rest",
@@ -208,6 +260,7 @@ class AdaptiveRate:
         self._kind = ""  # what the last decision was based on
         self._target = math.inf  # the rate the last decision took as the server's limit
         self._measured = 0.0  # what the last decision measured
+        self._peak = 0.0  # the most a full sample measured the server to take
 
     def on_send(self, now: float) -> None:
         """Record a send at ``now``."""
@@ -271,11 +324,17 @@ class AdaptiveRate:
             and _TOOK_LESS * held_before <= measured <= held_before / _TOOK_LESS
         ):
             # A probe above the rate held without a refusal failed, and the server took
-            # about that rate: back to it, and rest there before the next probe.
-            kind, target = _PROBED, held_before
+            # about that rate: rest at what it took before the next probe (with others on
+            # the key, each keeps what the server gave it: proportional to its rate, as
+            # the probe's growth is the same for all, so shares converge).
+            kind, target = _PROBED, min(measured, held_before)
         elif measured < _TOOK_LESS * allowed:
             # The server took clearly less than this client sent: that is its limit.
             kind, target = _MEASURED, measured
+        elif not refused:
+            # The server took the request and said its quota is spent: the rate is at the
+            # limit, not over it (no refusal to say a measure ran high or the limit fell).
+            kind, target = _SATURATED, min(measured, allowed)
         elif (
             self._kind == _MEASURED
             and now < climbed + _AGAIN
@@ -300,6 +359,17 @@ class AdaptiveRate:
         else:
             # It took about all it was sent, then refused: the limit is just below.
             kind, target = _SATURATED, allowed
+        sent = sent_rate * sending if math.isfinite(sent_rate) else took
+        few = sent - took <= max(_FEW_REFUSED, _FEW_REFUSED_SHARE * sent)
+        if (kind == _SATURATED or (kind == _MEASURED and few)) and allowed < _SHARING * self._peak:
+            # Refused while sending well below the most the server ever took from it, and
+            # the server took about all it was sent (a few refused at most): others on
+            # the key filled it. A full key says nothing of this client's share: keep
+            # the rate in force (the small client is not the one to give way: it is not
+            # starved) and probe again at once.
+            target, rest = allowed, 0.0
+        if not thin:
+            self._peak = max(self._peak, measured)
         if kind == _THIN:
             rate, held = max(measured, allowed * ADAPTIVE_THIN_BACKOFF), allowed
         else:
@@ -316,6 +386,50 @@ class AdaptiveRate:
         self.lowered += 1
         return Decision(pause, asked, rate, measured, thin=thin)
 
+    @property
+    def epoch(self) -> float:
+        """Refusals of requests sent before this belong to the burst already acted on."""
+        return self._epoch
+
+    def state(self) -> RateState:
+        """The state the decisions left behind (not the logs), for ``restore``."""
+        return RateState(
+            self._epoch,
+            self._held,
+            self._floor,
+            self._resume,
+            self._rest,
+            self._kind,
+            self._target,
+            self._measured,
+            self.lowered,
+            self._peak,
+        )
+
+    def restore(self, state: RateState) -> None:
+        """Take back a state ``state()`` exported (the logs are not part of it)."""
+        self._epoch = state.epoch
+        self._held = state.held
+        self._floor = state.floor
+        self._resume = state.resume
+        self._rest = state.rest
+        self._kind = state.kind
+        self._target = state.target
+        self._measured = state.measured
+        self.lowered = state.lowered
+        self._peak = state.peak
+
+    def replay(
+        self, first: float | None, sends: Iterable[float], refusals: Iterable[float]
+    ) -> None:
+        """Load logs kept elsewhere: the first send (if known), sends, refused sends' times."""
+        if first is not None:
+            self._first = first
+        for t in sends:
+            self.on_send(t)
+        for t in refusals:
+            self._refused.add(t)
+
     def rate_at(self, now: float) -> float | None:
         """Requests per second allowed at ``now`` (``None``: no limit)."""
         held = self._held
@@ -331,7 +445,7 @@ class AdaptiveRate:
             probe = (t - ADAPTIVE_RECOVER - self._rest) / ADAPTIVE_PROBE
             rate = held
             if probe > 0:
-                rate += (held * ADAPTIVE_PROBE_GAIN + ADAPTIVE_PROBE_STEP) * probe**3
+                rate += max(ADAPTIVE_PROBE_STEP, ADAPTIVE_PROBE_GAIN * held) * probe**3
         if self.ceiling is not None and rate >= self.ceiling:
             return self.ceiling
         return rate

@@ -2,11 +2,13 @@
 
 Each simulated client runs ``LocalPacer``'s synchronous core (the bucket, the adaptive
 policy, the pause: the code the real client runs) and the transport's rules around it: a
-call sits out a pause holding no slot, holds one of ``max_concurrency`` slots while it
-waits its turn and while its request is out, and is retried after a 429 as
-the client's default ``Backoff`` says. Requests reach a gateway model (``_limits``, whose limit may move)
-after a seeded latency with jitter, and its answers come back the same way, with the hint
-written as that gateway writes it.
+call sits out a pause holding no slot, takes one of ``max_concurrency`` slots and sends
+at once if a permit is free, else gives the slot back while it waits its turn under the
+rate and takes a slot again to send (its send time is its permit's); it holds the slot
+while its request is out, and is retried after a 429 as the client's default ``Backoff``
+says. Requests reach a gateway model (``_limits``, whose limit may move) after a seeded
+latency with jitter, and its answers come back the same way, with the hint written as
+that gateway writes it.
 
 Nothing sleeps: one run of a minute of traffic takes a fraction of a second, so a
 scenario runs over hundreds of seeds and is judged by its distribution.
@@ -185,8 +187,9 @@ class _Client:
         self.pacer = LocalPacer(work.rate_limit, clock=sim.clock, max_pause=work.max_retry_after)
         self.record = ClientRun()
         self.free = work.max_concurrency
-        self.slot_queue: deque[_Call] = deque()  # waiting for a slot
-        self.turn_queue: deque[_Call] = deque()  # holding a slot, waiting for a permit
+        # Waiting for a slot: before trying for a permit, or with the permit taken at a time.
+        self.slot_queue: deque[tuple[_Call, float | None]] = deque()
+        self.turn_queue: deque[_Call] = deque()  # holding no slot, waiting for a permit
         self.turn_timer = False
         self.busy_until = 0.0
         self.open = 0  # calls not yet ended
@@ -223,12 +226,26 @@ class _Client:
             return
         if self.free > 0:
             self.free -= 1
-            self.wait_turn(call)
+            self.try_turn(call)
         else:
-            self.slot_queue.append(call)
+            self.slot_queue.append((call, None))
 
-    def wait_turn(self, call: _Call) -> None:
+    def try_turn(self, call: _Call) -> None:
+        """Holding a slot: send at once if a permit is free, else wait the turn without it."""
+        now = self.sim.clock.time
+        if (
+            not self.turn_queue
+            and not self.turn_timer
+            and self.busy_until <= now
+            and self.pacer.delay(now) <= 0
+        ):
+            self.pacer.take(now)
+            self.busy_until = now + self.sim.send_cost
+            self.send(call, now)
+            return
+        # As the transport does: the slot goes back while the call waits its turn.
         self.turn_queue.append(call)
+        self.release_slot()
         self.serve_turns()
 
     def serve_turns(self) -> None:
@@ -246,7 +263,13 @@ class _Client:
             self.pacer.take(now)
             # Each send costs the client some CPU: the next one goes a little later.
             self.busy_until = now + self.sim.send_cost
-            self.send(queue.popleft(), now)
+            call = queue.popleft()
+            # The permit is the call's; it sends once it has a slot again.
+            if self.free > 0:
+                self.free -= 1
+                self.send(call, now)
+            else:
+                self.slot_queue.append((call, now))
             if queue:
                 self.turn_timer = True
                 self.sim.at(self.busy_until, self.turn_due)
@@ -256,9 +279,10 @@ class _Client:
         self.serve_turns()
 
     def send(self, call: _Call, sent_at: float) -> None:
+        """Send now a call whose permit was taken at ``sent_at`` (the pacer's send time)."""
         call.attempt += 1
         sim = self.sim
-        there = sent_at + sim.one_way()
+        there = sim.clock.time + sim.one_way()
         sim.at(there, sim.gateway_answers, self, call, sent_at)
 
     def answered(
@@ -281,8 +305,13 @@ class _Client:
             self.sim.at(now + wait, self.ready, call)
 
     def release_slot(self) -> None:
+        """A slot comes free: the longest waiter for one takes it (as a semaphore hands it)."""
         if self.slot_queue:
-            self.wait_turn(self.slot_queue.popleft())
+            call, sent_at = self.slot_queue.popleft()
+            if sent_at is None:
+                self.try_turn(call)
+            else:
+                self.send(call, sent_at)
         else:
             self.free += 1
 

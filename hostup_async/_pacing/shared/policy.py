@@ -6,17 +6,16 @@ back from Redis) and the stored state, then written back by compare-and-set on t
 state's version: when two clients decide at once, the first wins and the other takes its
 decision. Between refusals each client reads the rate from its copy of the state.
 
-This module is the one place that knows what of ``AdaptiveRate`` is its state.
+``AdaptiveRate`` exports and restores its own state (``RateState``); this module stores it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import msgspec
 
-from ..adaptive import _MAX_SPAN, AdaptiveRate, Decision
+from ..adaptive import _MAX_SPAN, AdaptiveRate, Decision, RateState
 
 __all__ = ["LOG_SPAN", "FleetPolicy"]
 
@@ -26,7 +25,7 @@ LOG_SPAN = _MAX_SPAN + 2.0
 
 
 class _State(msgspec.Struct, array_like=True, frozen=True):
-    """What a decision leaves behind: ``AdaptiveRate``'s slots of the same names."""
+    """What a decision leaves behind: ``RateState``'s fields, in its order."""
 
     epoch: float
     held: float | None
@@ -37,6 +36,7 @@ class _State(msgspec.Struct, array_like=True, frozen=True):
     target: float
     measured: float
     lowered: int
+    peak: float = 0.0  # (a state stored before it was kept reads as none)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -79,7 +79,7 @@ class FleetPolicy:
         All the log keeps, once per burst: the policy looks back over its window, the
         last pause and the time since its last decision.
         """
-        return 0.0 if sent_at < self._current._epoch else LOG_SPAN
+        return 0.0 if sent_at < self._current.epoch else LOG_SPAN
 
     def decide(
         self,
@@ -98,41 +98,15 @@ class FleetPolicy:
         ``first`` is the key's first send (the policy's window is shorter right after it).
         """
         policy = self._restore(state)
-        if first is not None:
-            policy._first = first
-        for t in sends:
-            policy.on_send(t)
-        for t in refusals:
-            policy._refused.add(t)
+        policy.replay(first, sends, refusals)
         decision = policy.on_refused(now, sent_at, wait, refused=refused)
         if decision.rate is None:
             return decision, None
-        saved = _State(
-            policy._epoch,
-            policy._held,
-            policy._floor,
-            policy._resume,
-            policy._rest,
-            policy._kind,
-            policy._target,
-            policy._measured,
-            policy.lowered,
-        )
-        return decision, _encode(saved)
+        return decision, _encode(_State(*policy.state()))
 
     def _restore(self, state: bytes) -> AdaptiveRate:
         policy = AdaptiveRate(self._ceiling, max_pause=self._max_pause)
         if state:
             saved = _decode(state)
-            policy._epoch = saved.epoch
-            policy._held = saved.held
-            policy._floor = saved.floor
-            policy._resume = saved.resume
-            policy._rest = saved.rest
-            policy._kind = saved.kind
-            policy._target = saved.target
-            policy._measured = saved.measured
-            policy.lowered = saved.lowered
-        else:
-            policy._epoch = -math.inf
+            policy.restore(RateState(*msgspec.structs.astuple(saved)))
         return policy
