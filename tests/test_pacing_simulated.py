@@ -26,12 +26,21 @@ from hostup_async.testing._scenarios import (
 )
 from hostup_async.testing._simulator import Gateway, Workload, simulate
 
+from .conftest import unmeasured
+
 SEEDS = range(6)
+
+
+def over_seeds(scenario: Callable[[int], dict[str, float]]) -> list[dict[str, float]]:
+    """The scenario's figures for each of ``SEEDS``; coverage measures the first run only."""
+    first = scenario(SEEDS[0])
+    with unmeasured():
+        return [first, *(scenario(seed) for seed in SEEDS[1:])]
 
 
 def worst(scenario: Callable[[int], dict[str, float]], name: str, *, high: bool) -> float:
     """The worst of one figure over ``SEEDS`` (the lowest when ``high`` is better)."""
-    values = [scenario(seed)[name] for seed in SEEDS]
+    values = [run[name] for run in over_seeds(scenario)]
     return min(values) if high else max(values)
 
 
@@ -72,7 +81,7 @@ def test_a_limit_that_moves_is_followed_down_without_stop_go_and_found_again_up(
     mode: RateMode, settles: int
 ) -> None:
     # 100 -> 50 at second 10 -> 150 at second 25, no hint; the client set to 400.
-    runs = [moving_limit(mode)(seed) for seed in SEEDS]
+    runs = over_seeds(moving_limit(mode))
     assert max(r["to_85_of_50"] for r in runs) <= settles
     assert min(r["floor_after_drop"] for r in runs) >= 0.3  # then no second under 0.3 of 50
     assert max(r["to_85_of_150"] for r in runs) <= 20
@@ -85,7 +94,7 @@ def test_four_clients_on_one_key_get_the_limit_and_none_falls_to_the_floor(
     mode: RateMode, rate_limit: float | None
 ) -> None:
     scenario = tenants(mode, rate_limit)
-    runs = [scenario(seed) for seed in SEEDS]
+    runs = over_seeds(scenario)
     assert min(r["total"] for r in runs) >= 0.85
     assert max(r["refused"] for r in runs) <= 0.03
     # Every client keeps a real share in every 10-s window after the first 20 s (the

@@ -21,7 +21,14 @@ import redis.asyncio as aioredis
 from hostup_async._pacing.shared import namespace_for
 from hostup_async.testing import FakeHostUp, Fault
 
-from .conftest import API_KEY, RedisServer, close_redis, most_in_one_second, scores
+from .conftest import (
+    API_KEY,
+    RedisServer,
+    close_redis,
+    most_in_one_second,
+    scores,
+    unmeasured_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +42,7 @@ async def run_workers(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "tests.shared_worker",
             json.dumps(o),
             cwd=ROOT,
+            env=unmeasured_env(),  # what a worker runs, test_shared.py measures in-process
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
