@@ -465,8 +465,10 @@ def test_the_pause_and_its_curve_are_bounded_by_max_pause() -> None:
     decision = policy.on_refused(100.0, 100.0, 20.0)  # 100 in a 21 s window: 4.76 a second
     assert (decision.pause, decision.asked) == (5.0, 20.0)
     assert decision.rate == pytest.approx(0.95 * 100 / 21)
-    # The curve starts when the bounded pause ends (at 105), not the asked one (at 120).
-    rested = policy.rate_at(115.0)
+    # The curve starts when the bounded pause ends (at 105), not the asked one (at 120):
+    # back at the resting rate when the climb back ends (at so low a rate the rest before
+    # the probe is short).
+    rested = policy.rate_at(105.0 + ADAPTIVE_RECOVER)
     assert rested == pytest.approx(0.99 * 100 / 21)
 
 

@@ -55,7 +55,11 @@ How it decides:
   server took about all it sent (at most a few refused), met a key others filled: it
   keeps its rate and probes again at once, instead of backing off further (a "limit
   that fell" or "the measure ran high"), so the small client is never the one pushed
-  to the floor. A clear measure (many refused) still counts in full.
+  to the floor (a refused probe of such a client counts as such a sample too). A clear
+  measure (many refused) still counts in full. Below ``_SMALL`` req/s the rest before a
+  probe shortens in proportion to the rate held: on a key others filled unevenly, the
+  small client probes first, into what the others leave, and climbs towards its share;
+  a client alone at such a rate only probes more often.
 - A refusal before anything was accepted only pauses: it says nothing about the rate.
 """
 
@@ -115,6 +119,8 @@ _SHARING = 0.6
 # a full key, not this client's limit, when the client shares the key.
 _FEW_REFUSED = 2
 _FEW_REFUSED_SHARE = 0.1
+# Below this rate (req/s) the probe grows by the same step for every client.
+_SMALL = ADAPTIVE_PROBE_STEP / ADAPTIVE_PROBE_GAIN
 
 
 class Decision:
@@ -361,7 +367,9 @@ class AdaptiveRate:
             kind, target = _SATURATED, allowed
         sent = sent_rate * sending if math.isfinite(sent_rate) else took
         few = sent - took <= max(_FEW_REFUSED, _FEW_REFUSED_SHARE * sent)
-        if (kind == _SATURATED or (kind == _MEASURED and few)) and allowed < _SHARING * self._peak:
+        if (kind == _SATURATED or (kind in (_MEASURED, _PROBED) and few)) and (
+            allowed < _SHARING * self._peak
+        ):
             # Refused while sending well below the most the server ever took from it, and
             # the server took about all it was sent (a few refused at most): others on
             # the key filled it. A full key says nothing of this client's share: keep
@@ -375,6 +383,10 @@ class AdaptiveRate:
         else:
             rate, held = target * self.backoff, target * ADAPTIVE_REST
         rate = max(ADAPTIVE_MIN_RATE, rate)
+        # Below the rate where the probe's growth is the same for every client, the rest
+        # shortens with the rate held: on a key others share, the small client probes
+        # first, into what the others leave, and climbs towards its share.
+        rest = min(rest, rest * held / _SMALL)
         self._target = target
         self._measured = measured
         self._held = max(rate, held)
