@@ -153,10 +153,8 @@ async def test_a_failed_call_marks_its_span_and_no_key_is_recorded(
     assert API_KEY not in recorded and API_KEY not in json.dumps(recorded)
 
 
-async def test_aiohttp_instrumentation_is_told_not_to_trace_our_attempts(
-    fake: FakeHostUp, otel: Otel
-) -> None:
-    # opentelemetry-instrumentation-aiohttp-client skips a request when this key is set.
+def suppression_probe() -> tuple[aiohttp.TraceConfig, list[object]]:
+    """A trace config noting, per request, whether aiohttp's instrumentation is told to skip it."""
     seen: list[object] = []
 
     async def on_request_start(*_: object) -> None:
@@ -164,6 +162,14 @@ async def test_aiohttp_instrumentation_is_told_not_to_trace_our_attempts(
 
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
+    return trace, seen
+
+
+async def test_aiohttp_instrumentation_is_told_not_to_trace_our_attempts(
+    fake: FakeHostUp, otel: Otel
+) -> None:
+    # opentelemetry-instrumentation-aiohttp-client skips a request when this key is set.
+    trace, seen = suppression_probe()
     async with aiohttp.ClientSession(trace_configs=[trace]) as session:
         async with otel.client(fake, session=session) as client:
             await client.get_billing_cycle(1)
@@ -184,13 +190,7 @@ async def test_a_no_op_tracer_provider_makes_no_spans_but_metrics_still_record(
 ) -> None:
     from opentelemetry.trace import NoOpTracerProvider
 
-    seen: list[object] = []
-
-    async def on_request_start(*_: object) -> None:
-        seen.append(context.get_value(context._SUPPRESS_HTTP_INSTRUMENTATION_KEY))
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_request_start)
+    trace, seen = suppression_probe()
     async with aiohttp.ClientSession(trace_configs=[trace]) as session:
         async with HostUpClient(
             API_KEY,

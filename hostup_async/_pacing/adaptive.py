@@ -68,7 +68,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+
+import msgspec
 
 from .._constants import (
     ADAPTIVE_BACKOFF,
@@ -155,12 +156,14 @@ class Decision:
         )
 
 
-class RateState(NamedTuple):
+class RateState(msgspec.Struct, array_like=True, frozen=True):
     """What ``AdaptiveRate``'s decisions leave behind: its state without the logs.
 
     ``AdaptiveRate.state()`` exports it and ``AdaptiveRate.restore()`` takes it back, so a
     pacer may store the policy elsewhere (the shared pacer keeps it in Redis) and decide
-    the next refusal on the stored state and the logs it replays (``replay``).
+    the next refusal on the stored state and the logs it replays (``replay``). Stored as a
+    JSON array in field order: a new field goes last, with a default, so that a state
+    stored before it still loads.
     """
 
     #: Refusals of requests sent before this are the burst the last decision acted on.

@@ -24,23 +24,8 @@ __all__ = ["LOG_SPAN", "FleetPolicy"]
 LOG_SPAN = _MAX_SPAN + 2.0
 
 
-class _State(msgspec.Struct, array_like=True, frozen=True):
-    """What a decision leaves behind: ``RateState``'s fields, in its order."""
-
-    epoch: float
-    held: float | None
-    floor: float
-    resume: float
-    rest: float
-    kind: str
-    target: float
-    measured: float
-    lowered: int
-    peak: float = 0.0  # (a state stored before it was kept reads as none)
-
-
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(_State).decode
+_decode = msgspec.json.Decoder(RateState).decode
 
 
 class FleetPolicy:
@@ -102,11 +87,10 @@ class FleetPolicy:
         decision = policy.on_refused(now, sent_at, wait, refused=refused)
         if decision.rate is None:
             return decision, None
-        return decision, _encode(_State(*policy.state()))
+        return decision, _encode(policy.state())
 
     def _restore(self, state: bytes) -> AdaptiveRate:
         policy = AdaptiveRate(self._ceiling, max_pause=self._max_pause)
         if state:
-            saved = _decode(state)
-            policy.restore(RateState(*msgspec.structs.astuple(saved)))
+            policy.restore(_decode(state))
         return policy
