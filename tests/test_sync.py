@@ -201,13 +201,11 @@ def test_breaking_out_of_stream_vms_stops_its_requests(fake: FakeHostUp) -> None
         assert running_tasks(client) == 0  # stopped when the loop was left, not later
         sent = client.stats.requests
         assert sent <= 8 + 8  # the first window, not the input
-        settle = time.monotonic() + 10
-        while fake.stats.in_flight and time.monotonic() < settle:
-            time.sleep(0.01)
-        arrived = fake.stats.requests
         time.sleep(fake.latency * 4)  # several rounds of requests, had any been left running
         assert client.stats.requests == sent
-        assert fake.stats.requests == arrived
+        # Nothing beyond what the client counted reached the server (on a busy machine some
+        # of those may still be on their way: counting arrivals is not a stop condition).
+        assert fake.stats.requests <= sent
         # The client is still usable, and its stream's tasks are gone.
         assert client.get_vm_details(1, usage_log=False).hostname == "vm1.example.net"
 
