@@ -224,6 +224,37 @@ def test_a_client_refused_far_below_what_it_once_got_keeps_its_rate_on_a_full_ke
     assert alone.rate_at(back + 4.0) == alone.rate_at(back)
 
 
+# Each case: the pause a client at 47.5 req/s (backed off from 50) took at second 30, the
+# requests the server then took (count, over the seconds from the pause's end) and a
+# refusal of the next one; the rate it must drop to (``None``: the rate just lowered
+# stands, the refusal only pauses).
+REFUSED_AGAIN = {
+    "a lone client whose limit fell: the server took 50 since": (0.5, 50, 1.0, 0.95 * 50 / 1.5),
+    "a key others filled for a moment: 3 taken since a short pause": (0.01, 3, 0.06, None),
+    "nothing taken after a pause with room for a sample": (1.0, 0, 0.0, 0.95 * 0.5 * 47.5),
+}
+
+
+@pytest.mark.parametrize(
+    ("pause", "count", "over", "rate"), list(REFUSED_AGAIN.values()), ids=list(REFUSED_AGAIN)
+)
+def test_refused_again_right_after_backing_off_the_limit_fell_if_a_sample_says_so(
+    pause: float, count: int, over: float, rate: float | None
+) -> None:
+    policy = AdaptiveRate(400.0)
+    policy.restore(RateState(30.0, 49.5, 47.5, 30.0 + pause, 8.0, "saturated", 50.0, 50.0, 1, 50.0))
+    sent(policy, 100, 28.0, 30.0)  # at the rate it backed off from
+    sent(policy, count, 30.0 + pause, 30.0 + pause + over)
+    now = 30.0 + pause + over
+    decision = policy.on_refused(now, now, pause)
+    assert decision.pause == pause
+    if rate is None:
+        assert decision.rate is None and policy.lowered == 1
+        assert policy.rate_at(now) == pytest.approx(47.5, rel=0.05)
+    else:  # what the server took since the last refusal, the pause included
+        assert decision.rate == pytest.approx(rate, rel=0.02) and policy.lowered == 2
+
+
 def test_a_spent_quota_while_resting_is_the_limit_reached_not_a_measure_that_ran_high() -> None:
     spent, refused = resting_at(99.0, peak=100.0), resting_at(99.0, peak=100.0)
     for policy in (spent, refused):

@@ -33,9 +33,17 @@ How it decides:
   drop from that (refused while resting at a measured rate, the measure ran high: a
   further ``_RESTING_BACKOFF``). Refused again right after such a drop, the limit fell:
   what the server took since the last refusal, the pause included, says how far (at most
-  a drop to ``_FELL_BACKOFF`` of the rate in force). A spent quota on a request the
-  server took is only ever the rate at the limit, not over it: the same drop from the
-  lower of the measure and the rate in force, none of the further ones.
+  a drop to ``_FELL_BACKOFF`` of the rate in force), if that is a sample: the server
+  took as many since as a sample needs (``ADAPTIVE_MIN_SAMPLE``, or ``_APP_LIMITED`` of a
+  second's worth at a slower rate), or refused after a pause that left it room for as many at the rate allowed.
+  Otherwise (a few taken after a short pause) the client cannot tell a limit that fell
+  from a key other clients filled for a moment (on a shared key, a client at a quarter
+  of the limit meets such a refusal a few requests after its last one; a lone client
+  whose limit fell is refused again after the server took dozens at the lowered rate, or
+  at once after a pause of a second): the rate just lowered stands, the refusal only
+  pauses. A spent quota on a request the server took is only ever the rate at the limit,
+  not over it: the same drop from the lower of the measure and the rate in force, none
+  of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
@@ -356,7 +364,16 @@ class AdaptiveRate:
         elif self._kind and now < climbed + _AGAIN:
             # Refused again right after backing off: the limit is well below (it fell).
             # What the server took since the last refusal, the pause included, says how
-            # far.
+            # far, if it is a sample: the server took a sample's worth since, or refused
+            # after a pause that left it room for one. A few taken after a short pause
+            # are what a key others filled for a moment gives as well: the rate just
+            # lowered stands (only the pause).
+            needed = min(ADAPTIVE_MIN_SAMPLE, _APP_LIMITED * allowed)
+            if (
+                self._taken(self._epoch, sent_at) < needed
+                and allowed * (self._resume - self._epoch) < needed
+            ):
+                return Decision(pause, asked, None, None)
             kind, target = (
                 _SATURATED,
                 max(self._taken_since(self._epoch, sent_at), allowed * _FELL_BACKOFF),
@@ -473,12 +490,15 @@ class AdaptiveRate:
         known = [r for r in rates if r is not None]
         return sum(known) / len(known) if known else now_allowed
 
+    def _taken(self, start: float, end: float) -> int:
+        """How many of the requests sent in ``[start, end)`` the server took."""
+        return max(0, self._sends.count(start, end) - self._refused.count(start, end))
+
     def _taken_since(self, start: float, end: float) -> float:
         """Requests per second the server took of those sent in ``[start, end)``."""
         if end <= start:
             return 0.0
-        took = self._sends.count(start, end) - self._refused.count(start, end)
-        return max(0, took) / (end - start)
+        return self._taken(start, end) / (end - start)
 
     def _measure(
         self, sent_at: float, wait: float, *, including: bool
