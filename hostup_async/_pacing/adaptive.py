@@ -35,8 +35,8 @@ How it decides:
   what the server took since the last refusal, the pause included, says how far (at most
   a drop to ``_FELL_BACKOFF`` of the rate in force), if that is a sample: the server
   took as many since as a sample needs (``ADAPTIVE_MIN_SAMPLE``, or ``_APP_LIMITED`` of a
-  second's worth at a slower rate), or refused after a pause that left it room for as many at the rate allowed.
-  Otherwise (a few taken after a short pause) the client cannot tell a limit that fell
+  second's worth at a slower rate), or refused after a pause that left it room for as
+  many at the rate allowed. Otherwise (a few taken after a short pause) the client cannot tell a limit that fell
   from a key other clients filled for a moment (on a shared key, a client at a quarter
   of the limit meets such a refusal a few requests after its last one; a lone client
   whose limit fell is refused again after the server took dozens at the lowered rate, or
