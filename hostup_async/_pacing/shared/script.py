@@ -203,7 +203,7 @@ class StoreScript:
                 at,
                 generation,
                 live,
-                [float(t) for t in reply[5:]],
+                _times(reply[5]),
                 float(following) if following else None,
             )
         if kind == "paused":
@@ -232,7 +232,7 @@ class StoreScript:
             "1" if refused else "0",
             "1" if taken_since else "0",
         )
-        first, count = _text(reply[7]), int(reply[8])
+        first = _text(reply[7])
         return Refused(
             float(reply[1]),
             _text(reply[2]),
@@ -241,8 +241,8 @@ class StoreScript:
             float(reply[5]),
             float(reply[6]),
             float(first) if first else None,
-            [float(t) for t in reply[9 : 9 + count]],
-            [float(t) for t in reply[9 + count :]],
+            _times(reply[8]),
+            _times(reply[9]),
         )
 
     async def decide(self, *, version: int, policy: bytes, now: float) -> Decided:
@@ -299,6 +299,11 @@ _TIMEOUT = getattr(asyncio, "timeout", None)
 def _text(value: Any) -> str:
     """A reply element as text (a caller's Redis may decode replies, ours does not)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _times(value: Any) -> list[float]:
+    """A reply's list of times (one element: the times separated by spaces)."""
+    return [float(t) for t in value.split()]
 
 
 def _bytes(value: Any) -> bytes:

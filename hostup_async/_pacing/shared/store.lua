@@ -26,7 +26,9 @@
 -- A client that knew an older one has sends reserved under it still to go, so nothing is
 -- reserved until ARGV[7] seconds after the loss was seen: old and new sends never meet.
 --
--- Every number crosses as a '%.17g' string (a Lua number in a reply is cut to an integer).
+-- Every number crosses as a '%.17g' string (a Lua number in a reply is cut to an integer);
+-- a list of times as one string, the times separated by spaces (a reply element costs
+-- the client's parser far more than a few bytes more in one).
 
 local op, client, request, known_gen = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local keep, recovery = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -102,8 +104,8 @@ if op == 'reserve' then
   -- ARGV[10] count, [11] more to lease ahead, [12] lease horizon s, [13] reserve cap s,
   -- [14] rate ('' for none), [15] burst s, [16] window margin s, [17] policy version known,
   -- [18] seconds after its time a slot leased ahead may still be sent (logged that late)
-  -- returns {'slots', now, gen, live, next, t1, t2, ...}: send times; fewer than asked
-  --   when the next (at next) is more than the cap ahead of now,
+  -- returns {'slots', now, gen, live, next, times}: the send times reserved; fewer than
+  --   asked when the next (at next) is more than the cap ahead of now,
   -- {'paused', now, gen, live, paused_left, asked_left}: nothing reserved, or
   -- {'policy', now, gen, live, version, policy}: the caller's policy is outdated.
   local live = seen()
@@ -118,6 +120,7 @@ if op == 'reserve' then
   else
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. fmt(now - log_span))
     out = {'slots', fmt(now), gen, live, ''}
+    local times = {}
     local T, tau, window = 0, 0, 0
     if rate then
       -- SendBucket's rules: a GCRA token bucket with a short burst, and at most
@@ -151,9 +154,10 @@ if op == 'reserve' then
       end
       tat = next_tat
       note_send(t, i > count and late or 0)
-      out[#out + 1] = fmt(t)
+      times[#times + 1] = fmt(t)
     end
     if nxt then out[5] = fmt(nxt) end
+    out[6] = table.concat(times, ' ')
   end
   redis.call('SET', KEYS[5], request .. ' ' .. cjson.encode(out), 'PX', math.ceil(keep * 1000))
 elseif op == 'refuse' then
@@ -162,8 +166,8 @@ elseif op == 'refuse' then
   -- quota (not counted as refused), [15] '1' if the server took one of this client's
   -- requests sent since the pause began, since its last report
   -- returns {'refused', now, gen, version, policy, paused_left, asked_left, first send
-  --   ('' for none), n, n send times in [sent_at - look back, sent_at], refused send times
-  --   before sent_at}
+  --   ('' for none), send times in [sent_at - look back, sent_at], refused send times in
+  --   [sent_at - look back, sent_at)}
   local sent_at, pause, wanted = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
   local back = tonumber(ARGV[13])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. fmt(now - log_span))
@@ -179,9 +183,8 @@ elseif op == 'refuse' then
   end
   if ARGV[14] == '1' then redis.call('ZADD', KEYS[3], fmt(sent_at), request) end
   out = {'refused', fmt(now), gen, tostring(version), policy, fmt(paused - now),
-    fmt(math.max(0, asked - now)), first, tostring(#sends)}
-  for _, t in ipairs(sends) do out[#out + 1] = t end
-  for _, t in ipairs(refusals) do out[#out + 1] = t end
+    fmt(math.max(0, asked - now)), first, table.concat(sends, ' '),
+    table.concat(refusals, ' ')}
 elseif op == 'decide' then
   -- ARGV[10] the policy version the decision was made on, [11] the new policy state
   -- returns {'decided' or 'conflict', now, version, policy}: the policy stored now
