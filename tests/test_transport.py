@@ -12,6 +12,7 @@ import pytest
 
 from hostup_async import (
     Backoff,
+    ClientClosedError,
     ClientStats,
     ConfigurationError,
     DeadlineExceededError,
@@ -53,7 +54,12 @@ class ScriptedPacer:
     async def acquire(self, max_pause: float) -> float:
         grant: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.grants.append(grant)
-        return await grant
+        try:
+            return await grant
+        except asyncio.CancelledError:
+            if grant.done() and not grant.cancelled():
+                self.ready.append(grant.result())  # the contract: kept for the next caller
+            raise
 
     def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
         self.accepted.append(sent_at)
@@ -125,10 +131,24 @@ async def test_a_permit_granted_as_its_waiter_is_cancelled_goes_to_the_next_call
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        asked = pacer.asked
         await asyncio.wait_for(get(transport, 2), timeout=10)
-        assert pacer.asked == asked  # the pacer was not asked again: the permit was kept
-        assert pacer.accepted == [5.0]
+        assert len(pacer.grants) == 1  # the next call waited for no grant of its own
+        assert pacer.accepted == [5.0]  # it sent in the permit that was kept
+    finally:
+        await transport._session.close()
+
+
+async def test_closing_ends_a_call_waiting_for_its_turn_at_once(fake: FakeHostUp) -> None:
+    pacer = ScriptedPacer()
+    transport = await transport_for(fake, pacer, concurrency=1)
+    try:
+        waiting = asyncio.create_task(get(transport, 1))  # no permit comes: it would wait on
+        await eventually(lambda: len(pacer.grants) == 1)
+        transport.close()
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(waiting, timeout=10)  # a hang guard, not a timing figure
+        assert pacer.grants[0].cancelled()  # nothing is left queued in the pacer
+        assert fake.stats.requests == 0
     finally:
         await transport._session.close()
 

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from logging import DEBUG
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL  # aiohttp's own URL type (declared in pyproject with aiohttp's bounds)
@@ -51,6 +51,16 @@ T = TypeVar("T")
 
 # The policy's verdict on a success: no retry, no error.
 _DONE: tuple[None, None] = (None, None)
+
+# ``asyncio.timeout`` where there is one (Python 3.11+).
+_TIMEOUT = getattr(asyncio, "timeout", None)
+
+
+class _Scope(Protocol):
+    """What ``asyncio.timeout`` enters: a timeout whose deadline can be moved."""
+
+    def reschedule(self, when: float | None) -> None: ...
+
 
 # Distinct per-call timeouts whose aiohttp ClientTimeout is kept; past this the cache is
 # cleared, so a caller passing a fresh timeout on every call cannot grow it without bound.
@@ -107,6 +117,8 @@ class Transport:
         self.closed = False
         # Done when the client closes: wakes calls sleeping in a backoff or a 429 pause.
         self._closing: asyncio.Future[None] = self._loop.create_future()
+        # The timeouts of the calls waiting for a turn in their own task (close ends them).
+        self._turns: set[_Scope] = set()
 
     async def get(
         self,
@@ -167,6 +179,9 @@ class Transport:
         self.closed = True
         if not self._closing.done():
             self._closing.set_result(None)
+        now = self._loop.time()
+        for scope in self._turns:
+            scope.reschedule(now)  # their wait for a turn times out at once
 
     # -- attempt ---------------------------------------------------------------------------
 
@@ -180,7 +195,7 @@ class Transport:
             sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
             if sent_at is None:
                 slots.release()
-                sent_at = await self._admit(call)
+                sent_at = await self._turn_then_slot(call)
         else:
             sent_at = await self._admit(call)
         try:
@@ -253,9 +268,14 @@ class Transport:
         sent_at = self._spare.popleft() if self._spare else self._pacer.try_acquire()
         if sent_at is not None:
             return sent_at  # the common case: a slot and a permit at once
-        # Wait for the turn holding no slot, so waiting calls leave the slots to calls that
-        # can send; take one again once the turn is ours.
         self._slots.release()
+        return await self._turn_then_slot(call)
+
+    async def _turn_then_slot(self, call: _Call) -> float:
+        """Wait for the turn holding no slot, then take one; return the send time, slot held.
+
+        Waiting calls so leave the slots to calls that can send.
+        """
         sent_at = await self._wait_for_turn(call)
         try:
             await self._take_slot(call)
@@ -291,8 +311,41 @@ class Transport:
                     f"({rate:g} req/s), about {ahead:.1f} s"
                 )
         asked = time.perf_counter()
-        turn = asyncio.ensure_future(self._pacer.acquire(call.max_pause))
         self._waiting += 1
+        try:
+            if _TIMEOUT is not None:
+                return await self._turn_in_place(call, left)
+            return await self._turn_in_task(call, left)
+        except PauseTooLong as exc:
+            raise self._pause_error(call, exc.seconds) from None
+        finally:
+            self._waiting -= 1
+            self._waited(call, "rate_limit", time.perf_counter() - asked)
+
+    async def _turn_in_place(self, call: _Call, left: float | None) -> float:
+        """The pacer's turn, waited in the caller's task (Python 3.11+).
+
+        A task of its own and ``asyncio.wait`` cost about as much as the rest of a send's
+        pacing. Closing the client or the deadline ends the wait as a timeout does
+        (``close`` moves each waiter's timeout to now); a permit is never lost on the way,
+        since a pacer gives one only as ``acquire`` returns.
+        """
+        assert _TIMEOUT is not None
+        try:
+            async with _TIMEOUT(left) as scope:
+                self._turns.add(scope)
+                try:
+                    return await self._pacer.acquire(call.max_pause)
+                finally:
+                    self._turns.discard(scope)
+        except TimeoutError:
+            if self.closed:
+                raise self._closed_error(call.path) from None
+            raise call.out_of_time("its turn under the rate limit did not come in time") from None
+
+    async def _turn_in_task(self, call: _Call, left: float | None) -> float:
+        """The pacer's turn, waited in a task of its own beside the client's closing (3.10)."""
+        turn = asyncio.ensure_future(self._pacer.acquire(call.max_pause))
         try:
             await asyncio.wait(
                 (turn, self._closing), timeout=left, return_when=asyncio.FIRST_COMPLETED
@@ -303,19 +356,12 @@ class Transport:
                 self._spare.append(turn.result())
             raise
         finally:
-            self._waiting -= 1
             if not turn.done():
                 turn.cancel()  # closed or out of time: no waiter is left queued in the pacer
-            self._waited(call, "rate_limit", time.perf_counter() - asked)
         if not turn.done() or turn.cancelled():
             if self.closed:
                 raise self._closed_error(call.path)
             raise call.out_of_time("its turn under the rate limit did not come in time")
-        refusal = turn.exception()
-        if isinstance(refusal, PauseTooLong):
-            raise self._pause_error(call, refusal.seconds)
-        if refusal is not None:
-            raise refusal
         return turn.result()
 
     async def _sit_out_pause(self, call: _Call) -> None:

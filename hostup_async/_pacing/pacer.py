@@ -71,6 +71,9 @@ class Pacer(Protocol):
         """Wait for a send permit and return the send time.
 
         Raise ``PauseTooLong`` rather than sit out a pause longer than ``max_pause`` seconds.
+        A permit is given only as this returns: cancelled while waiting (the call's task
+        cancelled, the client closed, a deadline), the pacer keeps any permit it was about
+        to give for the next caller.
         """
 
     def on_accepted(self, sent_at: float, quota_wait: float | None = None) -> None:
