@@ -119,7 +119,11 @@ class SlotStore:
 
     def keep(self, slot: Slot) -> None:
         """Keep a slot for a later send."""
-        bisect.insort(self._spare, slot, key=_due)
+        spare = self._spare
+        if not spare or spare[-1].due <= slot.due:
+            spare.append(slot)  # the common case: a lease's slots come in order
+        else:
+            bisect.insort(spare, slot, key=_due)
 
     def clear(self) -> None:
         """Drop every spare slot (a pause began: they would land in it)."""
