@@ -36,14 +36,14 @@ How it decides:
   a drop to ``_FELL_BACKOFF`` of the rate in force), if that is a sample: the server
   took as many since as a sample needs (``ADAPTIVE_MIN_SAMPLE``, or ``_APP_LIMITED`` of a
   second's worth at a slower rate), or refused after a pause that left it room for as
-  many at the rate allowed. Otherwise (a few taken after a short pause) the client cannot tell a limit that fell
-  from a key other clients filled for a moment (on a shared key, a client at a quarter
-  of the limit meets such a refusal a few requests after its last one; a lone client
-  whose limit fell is refused again after the server took dozens at the lowered rate, or
-  at once after a pause of a second): the rate just lowered stands, the refusal only
-  pauses. A spent quota on a request the server took is only ever the rate at the limit,
-  not over it: the same drop from the lower of the measure and the rate in force, none
-  of the further ones.
+  many at the rate allowed. Otherwise (a few taken after a short pause) the client cannot
+  tell a limit that fell from a key other clients filled for a moment (on a shared key, a
+  client at a quarter of the limit meets such a refusal a few requests after its last
+  one; a lone client whose limit fell is refused again after the server took dozens at
+  the lowered rate, or at once after a pause of a second): the rate just lowered stands,
+  the refusal only pauses. A spent quota on a request the server took is only ever the
+  rate at the limit, not over it: the same drop from the lower of the measure and the
+  rate in force, none of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
