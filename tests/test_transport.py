@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import pickle
+import time
 
 import aiohttp
 import pytest
@@ -151,6 +152,53 @@ async def test_closing_ends_a_call_waiting_for_its_turn_at_once(fake: FakeHostUp
         assert fake.stats.requests == 0
     finally:
         await transport._session.close()
+
+
+async def test_closing_as_a_waiting_calls_deadline_expires_still_closes_and_ends_every_call(
+    fake: FakeHostUp,
+) -> None:
+    # One permit per 20 s: the first call sends at once, the next two wait for their turn.
+    client = HostUpClient(API_KEY, base_url=fake.url, rate_limit=0.05)
+    try:
+        await client.get_billing_cycle(1)
+        timed = asyncio.create_task(client.get_billing_cycle(2, deadline=0.05))
+        untimed = asyncio.create_task(client.get_billing_cycle(3))
+        await asyncio.sleep(0)  # both start, and wait for their turn
+        # The loop is busy past the deadline (as a CPU-heavy callback would keep it), then
+        # the client closes in the loop turn between the deadline's expiry and the waiting
+        # call's wake-up.
+        time.sleep(0.1)  # noqa: ASYNC251 (blocking on purpose: the loop is busy)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await client.aclose()  # does not raise
+        # A hang guard, not a timing figure: without closing, the turns are 20 s away.
+        with pytest.raises((ClientClosedError, DeadlineExceededError)):
+            await asyncio.wait_for(timed, timeout=10)
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(untimed, timeout=10)
+        assert fake.stats.requests == 1
+    finally:
+        await client.aclose()
+
+
+async def test_calls_queued_for_a_slot_when_the_client_closes_end_at_once(
+    fake: FakeHostUp,
+) -> None:
+    # One slot, held by a slow answer; one permit per 20 s.
+    fake.latency = 30.0
+    client = HostUpClient(API_KEY, base_url=fake.url, rate_limit=0.05, max_concurrency=1)
+    try:
+        calls = [asyncio.create_task(client.get_billing_cycle(vmid)) for vmid in (1, 2, 3, 4)]
+        await eventually(lambda: fake.stats.requests == 1)  # the first holds the slot
+        await client.aclose()
+        # A hang guard, not a timing figure: each later call would otherwise wait for its
+        # turn (20 s each) before finding the client closed.
+        for call in calls:
+            with pytest.raises(ClientClosedError):
+                await asyncio.wait_for(call, timeout=10)
+        assert fake.stats.requests == 1
+    finally:
+        await client.aclose()
 
 
 async def test_a_deadline_during_a_turn_leaves_nothing_queued(fake: FakeHostUp) -> None:

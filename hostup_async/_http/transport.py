@@ -61,6 +61,8 @@ class _Scope(Protocol):
 
     def reschedule(self, when: float | None) -> None: ...
 
+    def expired(self) -> bool: ...
+
 
 # Distinct per-call timeouts whose aiohttp ClientTimeout is kept; past this the cache is
 # cleared, so a caller passing a fresh timeout on every call cannot grow it without bound.
@@ -181,7 +183,8 @@ class Transport:
             self._closing.set_result(None)
         now = self._loop.time()
         for scope in self._turns:
-            scope.reschedule(now)  # their wait for a turn times out at once
+            if not scope.expired():  # one already expiring (its deadline) cannot be moved
+                scope.reschedule(now)  # their wait for a turn times out at once
 
     # -- attempt ---------------------------------------------------------------------------
 
@@ -331,6 +334,10 @@ class Transport:
         on the way, since a pacer gives one only as ``acquire`` returns.
         """
         assert _TIMEOUT is not None
+        if self.closed:
+            # Closed before this wait began (the call was queued for a slot, or retrying):
+            # no close() is left to end it, and the turn may be far off.
+            raise self._closed_error(call.path)
         scope = _TIMEOUT(left)
         try:
             async with scope:
