@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from logging import DEBUG
@@ -52,8 +53,9 @@ T = TypeVar("T")
 # The policy's verdict on a success: no retry, no error.
 _DONE: tuple[None, None] = (None, None)
 
-# ``asyncio.timeout`` where there is one (Python 3.11+).
-_TIMEOUT = getattr(asyncio, "timeout", None)
+# ``asyncio.timeout`` where it turns its cancel into TimeoutError even in a task that was
+# already being cancelled (Python 3.11.3+; before, such a task saw CancelledError).
+_TIMEOUT = getattr(asyncio, "timeout", None) if sys.version_info >= (3, 11, 3) else None
 
 
 class _Scope(Protocol):
@@ -326,7 +328,7 @@ class Transport:
             self._waited(call, "rate_limit", time.perf_counter() - asked)
 
     async def _turn_in_place(self, call: _Call, left: float | None) -> float:
-        """The pacer's turn, waited in the caller's task (Python 3.11+).
+        """The pacer's turn, waited in the caller's task (Python 3.11.3+).
 
         A task of its own and ``asyncio.wait`` cost about 80,000 instructions more per
         waiting call (callgrind). Closing the client or the deadline ends the wait as a
@@ -354,7 +356,7 @@ class Transport:
             raise call.out_of_time("its turn under the rate limit did not come in time") from None
 
     async def _turn_in_task(self, call: _Call, left: float | None) -> float:
-        """The pacer's turn, waited in a task of its own beside the client's closing (3.10)."""
+        """The pacer's turn, waited in a task of its own beside the client's closing (< 3.11.3)."""
         turn = asyncio.ensure_future(self._pacer.acquire(call.max_pause))
         try:
             await asyncio.wait(
