@@ -225,26 +225,34 @@ def test_a_client_refused_far_below_what_it_once_got_keeps_its_rate_on_a_full_ke
 
 
 # Each case: the pause a client at 47.5 req/s (backed off from 50) took at second 30, the
-# requests the server then took (count, over the seconds from the pause's end) and a
-# refusal of the next one; the rate it must drop to (``None``: the rate just lowered
-# stands, the refusal only pauses).
+# requests it then sent (count, over the seconds from the pause's end), which of them the
+# server refused on the way (each answered with a pause of 0.01 s: a token bucket's
+# fractional hint) and a refusal of the next one; the rate it must drop to (``None``: the
+# rate just lowered stands, the refusal only pauses; 4 of 6 taken in 0.16 s: 25 req/s).
 REFUSED_AGAIN = {
-    "a lone client whose limit fell: the server took 50 since": (0.5, 50, 1.0, 0.95 * 50 / 1.5),
-    "a key others filled for a moment: 3 taken since a short pause": (0.01, 3, 0.06, None),
-    "nothing taken after a pause with room for a sample": (1.0, 0, 0.0, 0.95 * 0.5 * 47.5),
+    "a lone client whose limit fell: 50 taken since": (0.5, 50, 1.0, (), 0.95 * 50 / 1.5),
+    "a key others filled for a moment: 3 taken since": (0.01, 3, 0.06, (), None),
+    "a key others filled: one refused before, in flight": (0.01, 4, 0.06, (3,), None),
+    "a lone client whose limit fell: refused a third time": (0.01, 6, 0.15, (1, 2), 0.95 * 25),
+    "nothing taken after a pause with room for a sample": (1.0, 0, 0.0, (), 0.95 * 0.5 * 47.5),
 }
 
 
 @pytest.mark.parametrize(
-    ("pause", "count", "over", "rate"), list(REFUSED_AGAIN.values()), ids=list(REFUSED_AGAIN)
+    ("pause", "count", "over", "refused", "rate"),
+    list(REFUSED_AGAIN.values()),
+    ids=list(REFUSED_AGAIN),
 )
 def test_refused_again_right_after_backing_off_the_limit_fell_if_a_sample_says_so(
-    pause: float, count: int, over: float, rate: float | None
+    pause: float, count: int, over: float, refused: tuple[int, ...], rate: float | None
 ) -> None:
     policy = AdaptiveRate(400.0)
     policy.restore(RateState(30.0, 49.5, 47.5, 30.0 + pause, 8.0, "saturated", 50.0, 50.0, 1, 50.0))
     sent(policy, 100, 28.0, 30.0)  # at the rate it backed off from
     sent(policy, count, 30.0 + pause, 30.0 + pause + over)
+    for i in refused:  # each of these only paused
+        at = 30.0 + pause + over * i / count
+        assert policy.on_refused(at + 0.01, at, 0.01).rate is None
     now = 30.0 + pause + over
     decision = policy.on_refused(now, now, pause)
     assert decision.pause == pause

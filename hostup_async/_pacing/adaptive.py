@@ -41,7 +41,10 @@ How it decides:
   client at a quarter of the limit meets such a refusal a few requests after its last
   one; a lone client whose limit fell is refused again after the server took dozens at
   the lowered rate, or at once after a pause of a second): the rate just lowered stands,
-  the refusal only pauses. A spent quota on a request the server took is only ever the
+  the refusal only pauses, twice at most (a refusal and one in flight beside it): a third
+  request refused since the last lowering is the evidence (a lone client whose limit fell
+  keeps being refused after the short pauses of a token bucket's fractional hints; a key
+  others filled for a moment rarely refuses the same small client three times). A spent quota on a request the server took is only ever the
   rate at the limit, not over it: the same drop from the lower of the measure and the
   rate in force, none of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
@@ -367,11 +370,13 @@ class AdaptiveRate:
             # far, if it is a sample: the server took a sample's worth since, or refused
             # after a pause that left it room for one. A few taken after a short pause
             # are what a key others filled for a moment gives as well: the rate just
-            # lowered stands (only the pause).
+            # lowered stands (only the pause), until a third request sent since is refused:
+            # a client refused again and again after short pauses is over the limit.
             needed = min(ADAPTIVE_MIN_SAMPLE, _APP_LIMITED * allowed)
             if (
                 self._taken(self._epoch, sent_at) < needed
                 and allowed * (self._resume - self._epoch) < needed
+                and self._refused.count(self._epoch, sent_at) < 2
             ):
                 return Decision(pause, asked, None, None)
             kind, target = (
