@@ -44,9 +44,9 @@ How it decides:
   the refusal only pauses, twice at most (a refusal and one in flight beside it): a third
   request refused since the last lowering is the evidence (a lone client whose limit fell
   keeps being refused after the short pauses of a token bucket's fractional hints; a key
-  others filled for a moment rarely refuses the same small client three times). A spent quota on a request the server took is only ever the
-  rate at the limit, not over it: the same drop from the lower of the measure and the
-  rate in force, none of the further ones.
+  others filled for a moment rarely refuses the same small client three times). A spent
+  quota on a request the server took is only ever the rate at the limit, not over it: the
+  same drop from the lower of the measure and the rate in force, none of the further ones.
 - **Once per burst.** Refusals of requests sent before a decision are the burst it acted on.
 - **Grow back whatever the fall.** After the pause the rate climbs back to just below
   the limit found (``ADAPTIVE_REST`` of it; after a thin sample, to the rate in force)
